@@ -1,0 +1,1 @@
+"""Datasets, label maps and file formats (ScanNet, ScanRefer, RGB-D sequences)."""
