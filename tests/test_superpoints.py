@@ -1,0 +1,182 @@
+"""Superpoints: ScanNet-segmentator-style mesh segmentation, point-cloud segmentation, pooling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from uniseg3d_model.superpoints import pool, segment_mesh
+
+
+def box_mesh(size=(1.0, 1.0, 0.5), subdivisions: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """Closed box surface, every face subdivided into a fine triangle grid."""
+    import open3d as o3d
+
+    mesh = o3d.geometry.TriangleMesh.create_box(*size).subdivide_midpoint(subdivisions)
+    return np.asarray(mesh.vertices).copy(), np.asarray(mesh.triangles).copy()
+
+
+def grid_mesh(n: int, size: float, height_fn) -> tuple[np.ndarray, np.ndarray]:
+    """(n*n) vertex heightfield over [0, size]^2 with two triangles per cell."""
+    xs, ys = np.meshgrid(np.linspace(0, size, n), np.linspace(0, size, n), indexing="ij")
+    v = np.stack([xs.ravel(), ys.ravel(), height_fn(xs, ys).ravel()], 1)
+    idx = np.arange(n * n).reshape(n, n)
+    a, b, c, d = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel(), idx[:-1, 1:].ravel(), idx[1:, 1:].ravel()
+    return v, np.concatenate([np.stack([a, b, d], 1), np.stack([a, d, c], 1)])
+
+
+def same_partition(x: np.ndarray, y: np.ndarray) -> bool:
+    """True when two labelings group the elements identically (ids may differ)."""
+    pairs = np.unique(np.stack([x, y], 1), axis=0)
+    return len(pairs) == len(np.unique(x)) == len(np.unique(y))
+
+
+def reference_segmentator(v: np.ndarray, f: np.ndarray, kthr: float, min_verts: int) -> np.ndarray:
+    """Straight per-face / per-edge loops written from the ScanNet Segmentator description."""
+    normals = np.zeros((len(v), 3))
+    counts = np.zeros(len(v))
+    edges = []
+    for i1, i2, i3 in f.tolist():
+        edges += [(i1, i2), (i1, i3), (i3, i2)]
+        n = np.cross(v[i2] - v[i1], v[i3] - v[i1])
+        n = n / np.linalg.norm(n)
+        for i in (i1, i2, i3):
+            t = 1.0 / (counts[i] + 1.0)
+            normals[i] = t * n + (1 - t) * normals[i]
+            counts[i] += 1
+    weights = []
+    for a, b in edges:
+        d = (v[b] - v[a]) / np.linalg.norm(v[b] - v[a])
+        ww = 1.0 - normals[a] @ normals[b]
+        weights.append(ww * ww if normals[b] @ d > 0 else ww)
+    order = sorted(range(len(edges)), key=lambda e: weights[e])
+    parent, rank, size = list(range(len(v))), [0] * len(v), [1] * len(v)
+    thr = [kthr] * len(v)
+
+    def find(x):
+        y = x
+        while parent[y] != y:
+            y = parent[y]
+        return y
+
+    def join(x, y):
+        if rank[x] > rank[y]:
+            parent[y] = x
+            size[x] += size[y]
+        else:
+            parent[x] = y
+            size[y] += size[x]
+            rank[y] += rank[x] == rank[y]
+
+    for e in order:
+        a, b = find(edges[e][0]), find(edges[e][1])
+        if a != b and weights[e] <= thr[a] and weights[e] <= thr[b]:
+            join(a, b)
+            r = find(a)
+            thr[r] = weights[e] + kthr / size[r]
+    for e in order:
+        a, b = find(edges[e][0]), find(edges[e][1])
+        if a != b and (size[a] < min_verts or size[b] < min_verts):
+            join(a, b)
+    return np.array([find(i) for i in range(len(v))])
+
+
+def test_segment_mesh_matches_reference_segmentator_on_noisy_mesh():
+    # A closed mesh: on open borders a vertex with one face has a normal exactly perpendicular
+    # to that face's edges, and the convexity test becomes a floating-point coin toss.
+    rng = np.random.default_rng(0)
+    v, f = box_mesh()
+    v = v + rng.normal(0, 0.004, v.shape)
+    for kthr, min_verts in ((0.01, 20), (0.002, 5), (0.05, 0), (0.01, 0)):
+        ours = segment_mesh(v, f, k_thresh=kthr, min_verts=min_verts)
+        ref = reference_segmentator(v, f, kthr, min_verts)
+        assert same_partition(ours, ref), (kthr, min_verts)
+
+
+def test_segment_mesh_splits_a_box_into_its_six_faces():
+    v, f = box_mesh()
+    seg = segment_mesh(v, f)
+    assert seg.max() + 1 == 6
+    for axis in range(3):
+        for value in (v[:, axis].min(), v[:, axis].max()):
+            inner = np.abs(v[:, axis] - value) < 1e-9
+            for other in {0, 1, 2} - {axis}:  # keep away from the box edges
+                lo, hi = v[:, other].min(), v[:, other].max()
+                inner &= (v[:, other] > lo + 0.1) & (v[:, other] < hi - 0.1)
+            assert inner.sum() > 5 and len(np.unique(seg[inner])) == 1
+
+
+def test_segment_mesh_separates_box_top_from_floor():
+    v, f = grid_mesh(60, 3.0, lambda x, y: np.where((x > 1) & (x < 2) & (y > 1) & (y < 2), 0.5, 0.0))
+    seg = segment_mesh(v, f)
+    assert seg.dtype == np.int64 and seg.shape == (len(v),)
+    top = (v[:, 2] > 0.49) & (np.abs(v[:, 0] - 1.5) < 0.4) & (np.abs(v[:, 1] - 1.5) < 0.4)
+    floor = (v[:, 2] < 0.01) & ((v[:, 0] < 0.8) | (v[:, 0] > 2.2))
+    assert len(np.unique(seg[top])) == 1
+    assert len(np.unique(seg[floor])) == 1
+    assert seg[top][0] != seg[floor][0]
+
+
+def test_segment_mesh_ids_are_contiguous_and_respect_min_verts():
+    rng = np.random.default_rng(1)
+    v, f = grid_mesh(30, 1.0, lambda x, y: 0 * x)
+    v = v + rng.normal(0, 0.01, v.shape)
+    seg = segment_mesh(v, f, k_thresh=0.001, min_verts=15)
+    s = seg.max() + 1
+    assert set(np.unique(seg)) == set(range(s)) and s > 1
+    assert np.bincount(seg).min() >= 15
+    fine = segment_mesh(v, f, k_thresh=0.001, min_verts=0)
+    assert fine.max() + 1 > s
+
+
+def test_segment_mesh_larger_threshold_gives_fewer_segments():
+    rng = np.random.default_rng(2)
+    v, f = grid_mesh(40, 1.0, lambda x, y: 0 * x)
+    v = v + rng.normal(0, 0.01, v.shape)
+    counts = [segment_mesh(v, f, k_thresh=k, min_verts=1).max() + 1 for k in (0.001, 0.01, 0.1)]
+    assert counts[0] > counts[1] > counts[2]
+
+
+def test_segment_mesh_unused_vertex_stays_singleton():
+    v, f = grid_mesh(10, 1.0, lambda x, y: 0 * x)
+    v = np.concatenate([v, [[5.0, 5.0, 5.0]]])
+    seg = segment_mesh(v, f, min_verts=5)
+    assert np.sum(seg == seg[-1]) == 1
+
+
+@pytest.mark.parametrize(
+    ("vertices", "faces", "kw", "match"),
+    [
+        (np.zeros((4, 2)), np.zeros((1, 3), int), {}, "vertices"),
+        (np.zeros((4, 3)), np.array([[0, 1, 4]]), {}, "out of range"),
+        (np.zeros((4, 3)), np.zeros((1, 3), float), {}, "integer"),
+        (np.zeros((4, 3)), np.zeros((1, 4), int), {}, "faces"),
+        (np.full((4, 3), np.nan), np.zeros((1, 3), int), {}, "NaN"),
+        (np.zeros((4, 3)), np.zeros((1, 3), int), {"k_thresh": 0.0}, "k_thresh"),
+    ],
+)
+def test_segment_mesh_rejects_bad_input(vertices, faces, kw, match):
+    with pytest.raises(ValueError, match=match):
+        segment_mesh(vertices, faces, **kw)
+
+
+def test_pool_is_scatter_mean_with_gradients():
+    feats = torch.tensor([[1.0, 2.0], [3.0, 4.0], [10.0, 0.0], [5.0, 5.0]], requires_grad=True)
+    sp = torch.tensor([0, 0, 2, 2])
+    out = pool(feats, sp, num_superpoints=4)
+    expected = torch.tensor([[2.0, 3.0], [0.0, 0.0], [7.5, 2.5], [0.0, 0.0]])
+    assert torch.allclose(out, expected)
+    out.sum().backward()
+    assert torch.allclose(feats.grad, torch.full((4, 2), 0.5))
+    assert pool(feats, sp).shape == (3, 2)
+
+
+def test_pool_rejects_mismatched_or_out_of_range_ids():
+    feats = torch.zeros(3, 2)
+    with pytest.raises(ValueError, match="superpoints"):
+        pool(feats, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="range|lie in"):
+        pool(feats, torch.tensor([0, 1, 5]), num_superpoints=3)
+    with pytest.raises(ValueError, match="integer"):
+        pool(feats, torch.tensor([0.0, 1.0, 1.0]))
