@@ -1,0 +1,130 @@
+"""Pose math, the stamped pose buffer and the pose-source policy (no ROS needed)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from uniseg3d_ros.frames import (
+    PoseBuffer,
+    PoseResolver,
+    matrix_to_pose,
+    matrix_to_quaternion,
+    msg_pose_to_matrix,
+    msg_transform_to_matrix,
+    pose_to_matrix,
+    quaternion_to_matrix,
+    transform_points,
+)
+
+
+def random_rotations(n, seed=0):
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(n, 4))
+    return q / np.linalg.norm(q, axis=1, keepdims=True)
+
+
+def test_quaternion_to_matrix_known_rotation_about_z():
+    s = np.sqrt(0.5)
+    rot = quaternion_to_matrix([0, 0, s, s])  # +90 deg about z
+    np.testing.assert_allclose(rot @ [1, 0, 0], [0, 1, 0], atol=1e-12)
+    np.testing.assert_allclose(rot @ [0, 1, 0], [-1, 0, 0], atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_quaternion_matrix_round_trip(seed):
+    for q in random_rotations(50, seed):
+        rot = quaternion_to_matrix(q)
+        np.testing.assert_allclose(rot @ rot.T, np.eye(3), atol=1e-12)
+        assert np.isclose(np.linalg.det(rot), 1.0)
+        q2 = matrix_to_quaternion(rot)
+        np.testing.assert_allclose(q2, q if q[3] >= 0 else -q, atol=1e-9)
+
+
+def test_pose_matrix_round_trip_and_transform_points():
+    q = random_rotations(1, 5)[0]
+    pose = pose_to_matrix([1.0, -2.0, 0.5], q)
+    pos, quat = matrix_to_pose(pose)
+    np.testing.assert_allclose(pos, [1.0, -2.0, 0.5])
+    np.testing.assert_allclose(pose_to_matrix(pos, quat), pose, atol=1e-12)
+    pts = np.random.default_rng(0).normal(size=(10, 3))
+    out = transform_points(pts, pose)
+    back = transform_points(out, np.linalg.inv(pose))
+    np.testing.assert_allclose(back, pts, atol=1e-5)
+    assert out.dtype == np.float32
+
+
+def test_msg_like_objects_convert():
+    xyz = SimpleNamespace(x=1.0, y=2.0, z=3.0)
+    quat = SimpleNamespace(x=0.0, y=0.0, z=0.0, w=1.0)
+    pose = msg_pose_to_matrix(SimpleNamespace(position=xyz, orientation=quat))
+    tf = msg_transform_to_matrix(SimpleNamespace(translation=xyz, rotation=quat))
+    np.testing.assert_allclose(pose, tf)
+    np.testing.assert_allclose(pose[:3, 3], [1, 2, 3])
+
+
+def test_zero_quaternion_raises():
+    with pytest.raises(ValueError, match="quaternion"):
+        quaternion_to_matrix([0, 0, 0, 0])
+
+
+def test_pose_buffer_nearest_within_tolerance():
+    buf = PoseBuffer(maxlen=10, tolerance=0.05)
+    for k in range(5):
+        p = np.eye(4)
+        p[0, 3] = k
+        buf.add(float(k), p)
+    assert buf.lookup(2.03)[0, 3] == 2
+    assert buf.lookup(2.97)[0, 3] == 3
+    assert buf.lookup(2.5) is None
+    assert buf.lookup(-1.0) is None
+
+
+def test_pose_buffer_is_bounded_and_accepts_out_of_order():
+    buf = PoseBuffer(maxlen=3, tolerance=0.01)
+    for t in (5.0, 1.0, 3.0, 4.0, 2.0):
+        buf.add(t, np.eye(4) * 1.0)
+    assert len(buf) == 3
+    assert buf.lookup(1.0) is None and buf.lookup(2.0) is None  # smallest stamps were evicted
+    assert buf.lookup(5.0) is not None
+
+
+def test_pose_buffer_rejects_bad_pose():
+    with pytest.raises(ValueError, match="pose"):
+        PoseBuffer().add(0.0, np.eye(3))
+
+
+def test_resolver_identity_accepts_fixed_frame_and_flags_others():
+    res = PoseResolver(fixed_frame="map")
+    assert res.active_source() == "identity"
+    np.testing.assert_array_equal(res.resolve("map", 0.0).pose, np.eye(4))
+    bad = res.resolve("camera", 0.0)
+    assert bad.pose is None and bad.cause == "unknown_frame" and "camera" in bad.reason
+
+
+def test_resolver_uses_topic_poses_once_they_arrive():
+    res = PoseResolver(fixed_frame="map", buffer=PoseBuffer(tolerance=0.02), sensor_frame="camera")
+    pose = pose_to_matrix([0, 0, 1], [0, 0, 0, 1])
+    res.buffer.add(10.0, pose)
+    assert res.active_source() == "topic"
+    np.testing.assert_array_equal(res.resolve("camera", 10.01).pose, pose)
+    assert res.resolve("camera", 11.0).cause == "no_pose"
+    assert res.resolve("lidar", 10.0).cause == "unknown_frame"
+
+
+def test_resolver_prefers_tf_lookup_and_maps_lookup_errors():
+    def lookup(frame, stamp):
+        if frame != "camera":
+            raise LookupError(f"frame {frame} does not exist")
+        return pose_to_matrix([stamp, 0, 0], [0, 0, 0, 1])
+
+    res = PoseResolver(fixed_frame="map", tf_lookup=lookup)
+    assert res.active_source() == "tf"
+    assert res.resolve("camera", 2.0).pose[0, 3] == 2.0
+    bad = res.resolve("ghost", 2.0)
+    assert bad.cause == "unknown_frame" and "ghost" in bad.reason
+
+
+def test_resolver_tf_without_tf2_raises():
+    with pytest.raises(ValueError, match="tf2_ros"):
+        PoseResolver(source="tf", tf_lookup=None)
