@@ -141,6 +141,17 @@ class SparseTensor:
         """Same coordinates (and cache), new ``feats (N, C')``."""
         return SparseTensor(self.coords, feats, self.stride, self.cache)
 
+    def __add__(self, other: SparseTensor | torch.Tensor | float) -> SparseTensor:
+        """Feature-wise sum with a tensor on the same coordinates (residual connections) or a
+        broadcastable dense tensor / scalar."""
+        if isinstance(other, SparseTensor):
+            if other.coords is not self.coords and (
+                other.coords.shape != self.coords.shape or not torch.equal(other.coords, self.coords)
+            ):
+                raise ValueError("cannot add sparse tensors with different coordinates")
+            return self.replace_feats(self.feats + other.feats)
+        return self.replace_feats(self.feats + other)
+
     @property
     def device(self) -> torch.device:
         return self.feats.device

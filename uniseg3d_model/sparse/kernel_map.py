@@ -1,0 +1,203 @@
+"""Kernel maps: which input row meets which output row through which kernel offset.
+
+A kernel map for one convolution is a list of ``(k, in_rows, out_rows)`` triples, one per
+non-empty kernel offset ``k``: output row ``out_rows[j]`` receives ``W[k]`` applied to input
+row ``in_rows[j]``. Maps are built by hashing coordinates (see :mod:`.tensor`): the input
+keys are sorted once per stride and every offset is a single vectorized
+``torch.searchsorted`` over the shifted query keys. Maps are cached in the tensors'
+:class:`~.tensor.CoordinateCache`, so all layers at one stride share them.
+
+Kernel offsets follow MinkowskiEngine's hyper-cube order: offset index
+``k = ix + kx * (iy + ky * iz)`` (x fastest). Along an axis with odd kernel size ``K`` the offset
+is ``(i - K // 2) * dilation * tensor_stride``; with even ``K`` it is ``i * dilation *
+tensor_stride`` (``i`` in ``[0, K)``), as in ME. ``in = out + offset`` (cross-correlation, like
+``torch.nn.functional.conv3d``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from uniseg3d_model.sparse.tensor import (
+    COORD_BITS,
+    COORD_MAX,
+    COORD_MIN,
+    CoordinateCache,
+    pack_coords,
+    unpack_keys,
+)
+
+
+@dataclass
+class KernelMap:
+    """pairs: ``(k, in_rows (n_k,) int64, out_rows (n_k,) int64)`` for each non-empty offset;
+    ``in_rows is None`` marks the identity map (every row to itself, submanifold centre).
+    n_in / n_out: number of input / output rows. volume: kernel volume (number of offsets)."""
+
+    pairs: list[tuple[int, torch.Tensor | None, torch.Tensor | None]]
+    n_in: int
+    n_out: int
+    volume: int
+
+    def transposed(self) -> KernelMap:
+        """The same map with inputs and outputs swapped (transposed convolution)."""
+        pairs = [(k, o, i) for k, i, o in self.pairs]
+        return KernelMap(pairs, self.n_out, self.n_in, self.volume)
+
+    def num_pairs(self) -> int:
+        return sum(self.n_in if i is None else int(i.numel()) for _, i, _ in self.pairs)
+
+
+def kernel_offsets(kernel_size: int, dilation: int = 1, tensor_stride: int = 1) -> torch.Tensor:
+    """``(K**3, 3)`` int64 offsets in voxels, MinkowskiEngine order (x fastest)."""
+    if kernel_size < 1:
+        raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+    i = torch.arange(kernel_size, dtype=torch.int64)
+    step = dilation * tensor_stride
+    axis = (i - kernel_size // 2) * step if kernel_size % 2 == 1 else i * step
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    return torch.stack([x.reshape(-1), y.reshape(-1), z.reshape(-1)], dim=1)
+
+
+def _offset_deltas(offsets: torch.Tensor) -> list[int]:
+    """Key increments of spatial offsets (the packing is linear while fields do not overflow)."""
+    return [
+        (int(dx) << (2 * COORD_BITS)) + (int(dy) << COORD_BITS) + int(dz) for dx, dy, dz in offsets.tolist()
+    ]
+
+
+def _check_reach(coords: torch.Tensor, reach: int, what: str) -> None:
+    if coords.numel() == 0 or reach == 0:
+        return
+    lo = int(coords[:, 1:].min()) - reach
+    hi = int(coords[:, 1:].max()) + reach
+    if lo < COORD_MIN or hi > COORD_MAX:
+        raise ValueError(
+            f"{what}: coordinates +- kernel reach ({reach}) leave the hashable range "
+            f"[{COORD_MIN}, {COORD_MAX}] (got [{lo}, {hi}]); crop the scene or use a larger voxel"
+        )
+
+
+def _search(
+    in_keys: torch.Tensor, in_order: torch.Tensor, queries: torch.Tensor, query_rows: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Look ``queries`` up among sorted ``in_keys``; return matching (in_rows, query_rows)."""
+    if in_keys.numel() == 0 or queries.numel() == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=queries.device)
+        return empty, empty
+    pos = torch.searchsorted(in_keys, queries)
+    pos.clamp_(max=in_keys.numel() - 1)
+    found = in_keys[pos] == queries
+    hit = found.nonzero().squeeze(1)
+    return in_order[pos[hit]], query_rows[hit]
+
+
+def submanifold_map(cache: CoordinateCache, stride: int, kernel_size: int, dilation: int = 1) -> KernelMap:
+    """Map of a stride-1 ("submanifold") convolution at tensor stride ``stride``: outputs are the
+    input coordinates. Odd kernels use the symmetry ``map(-d) = swap(map(d))`` to search only
+    half the offsets, and the centre offset is the identity."""
+    key = ("subm", stride, kernel_size, dilation)
+    if key in cache.maps:
+        return cache.maps[key]
+    coords = cache.coords[stride]
+    n = coords.shape[0]
+    offsets = kernel_offsets(kernel_size, dilation, stride)
+    volume = offsets.shape[0]
+    _check_reach(coords, int(offsets.abs().max()), f"submanifold conv at stride {stride}")
+    sorted_keys, order = cache.lookup_table(stride)
+    deltas = _offset_deltas(offsets)
+    found: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
+    odd = kernel_size % 2 == 1
+    for k in range(volume):
+        if k in found:
+            continue
+        if deltas[k] == 0:
+            found[k] = (None, None)
+            continue
+        in_rows, out_rows = _search(sorted_keys, order, sorted_keys + deltas[k], order)
+        found[k] = (in_rows, out_rows)
+        if odd:  # mirror offset: swap the roles of input and output rows
+            found[volume - 1 - k] = (out_rows, in_rows)
+    pairs = [(k, i, o) for k, (i, o) in sorted(found.items()) if i is None or i.numel() > 0]
+    kmap = KernelMap(pairs, n, n, volume)
+    cache.maps[key] = kmap
+    return kmap
+
+
+def strided_coords(coords: torch.Tensor, out_stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(M, 4)`` unique coordinates ``floor(c / out_stride) * out_stride`` (batch kept) and the
+    ``(N,)`` int64 index of each input row's output row."""
+    c = coords.to(torch.int64)
+    down = torch.cat([c[:, :1], torch.div(c[:, 1:], out_stride, rounding_mode="floor") * out_stride], 1)
+    uniq, inverse = torch.unique(pack_coords(down), sorted=True, return_inverse=True)
+    return unpack_keys(uniq), inverse
+
+
+def downsample_map(
+    cache: CoordinateCache, in_stride: int, stride: int, kernel_size: int, dilation: int = 1
+) -> KernelMap:
+    """Map of a strided convolution from tensor stride ``in_stride`` to ``in_stride * stride``.
+
+    Output coordinates are the strided input coordinates (ME's rule), registered in the cache at
+    the output stride (or reused if already there). When ``kernel_size == stride`` (and no
+    dilation) every input falls into exactly one output cell, so the map is computed directly
+    from the coordinates without any search.
+    """
+    out_stride = in_stride * stride
+    key = ("down", in_stride, out_stride, kernel_size, dilation)
+    if key in cache.maps:
+        return cache.maps[key]
+    in_coords = cache.coords[in_stride]
+    if out_stride not in cache.coords:
+        out_coords, inverse = strided_coords(in_coords, out_stride)
+        cache.register(out_stride, out_coords)
+        cache.maps[("inverse", in_stride, out_stride)] = inverse
+    out_coords = cache.coords[out_stride]
+    n_in, n_out = in_coords.shape[0], out_coords.shape[0]
+    volume = kernel_size**3
+    inverse = cache.maps.get(("inverse", in_stride, out_stride))
+    if kernel_size == stride and dilation == 1 and inverse is not None:
+        # local index of each input inside its output cell, in ME's x-fastest order
+        local = torch.div(in_coords[:, 1:].to(torch.int64) % out_stride, in_stride, rounding_mode="floor")
+        kidx = local[:, 0] + kernel_size * (local[:, 1] + kernel_size * local[:, 2])
+        sort_k, perm = torch.sort(kidx, stable=True)
+        counts = torch.bincount(sort_k, minlength=volume).tolist()
+        pairs = []
+        start = 0
+        for k, cnt in enumerate(counts):
+            if cnt:
+                rows = perm[start : start + cnt]
+                pairs.append((k, rows, inverse[rows]))
+            start += cnt
+    else:
+        offsets = kernel_offsets(kernel_size, dilation, in_stride)
+        _check_reach(out_coords, int(offsets.abs().max()), f"strided conv {in_stride}->{out_stride}")
+        in_keys, in_order = cache.lookup_table(in_stride)
+        out_keys, out_order = cache.lookup_table(out_stride)
+        pairs = []
+        for k, delta in enumerate(_offset_deltas(offsets)):
+            in_rows, out_rows = _search(in_keys, in_order, out_keys + delta, out_order)
+            if in_rows.numel():
+                pairs.append((k, in_rows, out_rows))
+    kmap = KernelMap(pairs, n_in, n_out, volume)
+    cache.maps[key] = kmap
+    return kmap
+
+
+def upsample_map(
+    cache: CoordinateCache, in_stride: int, stride: int, kernel_size: int, dilation: int = 1
+) -> KernelMap:
+    """Map of a transposed convolution from ``in_stride`` to ``in_stride // stride``: the
+    transpose of the strided convolution's map, onto the coordinates cached at the finer stride
+    (the encoder's), so decoder features land on exactly the encoder's rows."""
+    if in_stride % stride != 0:
+        raise ValueError(f"transposed conv: tensor stride {in_stride} is not divisible by stride {stride}")
+    out_stride = in_stride // stride
+    if out_stride not in cache.coords:
+        raise ValueError(
+            f"transposed conv: no coordinates at stride {out_stride} in this tensor's cache; "
+            "upsampling only returns to strides the network visited on the way down"
+        )
+    return downsample_map(cache, out_stride, stride, kernel_size, dilation).transposed()
