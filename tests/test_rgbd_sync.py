@@ -1,5 +1,6 @@
 """RGBDSynchronizer: stamp matching within tolerance, bounded buffers, drop accounting."""
 
+import numpy as np
 import pytest
 
 from uniseg3d_ros.rgbd_sync import RGBDSynchronizer
@@ -64,3 +65,50 @@ def test_bad_arguments_raise_naming_the_field():
         RGBDSynchronizer(buffer_size=0)
     with pytest.raises(ValueError, match="stream"):
         RGBDSynchronizer().add("ir", 0.0, None)
+
+
+def _image(array, encoding=None, pad=0):
+    from types import SimpleNamespace
+
+    from uniseg3d_ros.rgbd_sync import array_to_image_fields
+
+    f = array_to_image_fields(array)
+    if encoding is not None:
+        f["encoding"] = encoding
+    if pad:  # rows padded to a larger step, as some drivers do
+        rows = np.frombuffer(f["data"], np.uint8).reshape(f["height"], f["step"])
+        f["data"] = np.pad(rows, ((0, 0), (0, pad))).tobytes()
+        f["step"] += pad
+    return SimpleNamespace(**f)
+
+
+def test_image_round_trip_depth_and_color_with_row_padding():
+    from uniseg3d_ros.rgbd_sync import image_to_array
+
+    rng = np.random.default_rng(0)
+    depth = rng.integers(0, 5000, size=(4, 6), dtype=np.uint16)
+    color = rng.integers(0, 255, size=(4, 6, 3), dtype=np.uint8)
+    metres = rng.random((4, 6), dtype=np.float32)
+    np.testing.assert_array_equal(image_to_array(_image(depth, pad=4)), depth)
+    np.testing.assert_array_equal(image_to_array(_image(color, pad=2)), color)
+    np.testing.assert_array_equal(image_to_array(_image(metres)), metres)
+
+
+def test_bgr_image_is_reordered_to_rgb():
+    from uniseg3d_ros.rgbd_sync import image_to_array
+
+    color = np.zeros((2, 2, 3), np.uint8)
+    color[..., 0] = 200  # stored as B in a bgr8 image
+    out = image_to_array(_image(color, encoding="bgr8"))
+    assert (out[..., 2] == 200).all() and (out[..., 0] == 0).all()
+
+
+def test_bad_images_raise_naming_the_problem():
+    from uniseg3d_ros.rgbd_sync import image_to_array
+
+    with pytest.raises(ValueError, match="encoding"):
+        image_to_array(_image(np.zeros((2, 2), np.uint16), encoding="yuv422"))
+    short = _image(np.zeros((2, 2), np.uint16))
+    short.data = short.data[:3]
+    with pytest.raises(ValueError, match="bytes"):
+        image_to_array(short)

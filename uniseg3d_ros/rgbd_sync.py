@@ -14,6 +14,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 STREAMS = ("depth", "color", "info")
 
 
@@ -105,3 +107,57 @@ class RGBDSynchronizer:
         self.dropped[stream] += len(buf) - len(keep) - 1
         buf.clear()
         buf.extend(keep)
+
+
+# ----------------------------------------------------------------------------- image codecs
+# sensor_msgs/Image encodings handled here -> (numpy dtype, channels)
+IMAGE_ENCODINGS: dict[str, tuple[str, int]] = {
+    "16UC1": ("u2", 1), "mono16": ("u2", 1), "32FC1": ("f4", 1),
+    "rgb8": ("u1", 3), "bgr8": ("u1", 3), "rgba8": ("u1", 4), "bgra8": ("u1", 4), "mono8": ("u1", 1),
+}
+
+
+def image_to_array(msg: Any) -> np.ndarray:
+    """A sensor_msgs/Image-like object (``height width encoding is_bigendian step data``) -> array.
+
+    Depth: (H, W) uint16 (16UC1 / mono16, millimetres) or float32 (32FC1, metres).
+    Color: (H, W, 3) uint8 RGB for rgb8/bgr8/rgba8/bgra8 (alpha dropped, BGR reordered), mono8 -> grey RGB.
+    Raises ``ValueError`` naming the problem (unknown encoding, data shorter than step * height).
+    """
+    enc = str(msg.encoding)
+    if enc not in IMAGE_ENCODINGS:
+        raise ValueError(f"image encoding {enc!r} is not supported (supported: {sorted(IMAGE_ENCODINGS)})")
+    base, ch = IMAGE_ENCODINGS[enc]
+    dt = np.dtype(base).newbyteorder(">" if msg.is_bigendian else "<")
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    row = w * ch * dt.itemsize
+    if step < row:
+        raise ValueError(f"image step {step} is smaller than width * pixel size {row}")
+    data = msg.data
+    buf = np.asarray(data, np.uint8).ravel() if isinstance(data, list) else np.frombuffer(data, np.uint8)
+    if buf.size < step * h:
+        raise ValueError(f"image data has {buf.size} bytes, expected step * height = {step * h}")
+    rows = buf[: step * h].reshape(h, step)[:, :row]
+    img = np.ascontiguousarray(rows).view(dt).reshape(h, w, ch).astype(dt.newbyteorder("="))
+    if ch == 1:
+        return img[:, :, 0] if enc != "mono8" else np.repeat(img, 3, axis=2)
+    img = img[:, :, :3]
+    return img[:, :, ::-1].copy() if enc.startswith("bgr") else img
+
+
+def array_to_image_fields(array: np.ndarray) -> dict[str, Any]:
+    """Inverse of :func:`image_to_array` for publishing: (H, W) uint16 -> 16UC1, (H, W) float32 ->
+    32FC1, (H, W, 3) uint8 -> rgb8. Returns the Image fields ``height width encoding is_bigendian
+    step data`` (little endian)."""
+    a = np.asarray(array)
+    if a.ndim == 2 and a.dtype == np.uint16:
+        enc = "16UC1"
+    elif a.ndim == 2 and a.dtype == np.float32:
+        enc = "32FC1"
+    elif a.ndim == 3 and a.shape[2] == 3 and a.dtype == np.uint8:
+        enc = "rgb8"
+    else:
+        raise ValueError(f"image must be (H, W) uint16/float32 or (H, W, 3) uint8, got {a.shape} {a.dtype}")
+    a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+    return {"height": a.shape[0], "width": a.shape[1], "encoding": enc, "is_bigendian": 0,
+            "step": a.shape[1] * a.itemsize * (a.shape[2] if a.ndim == 3 else 1), "data": a.tobytes()}
