@@ -1,0 +1,119 @@
+"""ScanNetDataset: labels per label set, clicks and sentences with their targets, seeding, batching."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.scannet_scenes import write_tiny_raw
+from uniseg3d_model.data.dataset import ScanNetDataset
+from uniseg3d_model.data.labels import IGNORE_INDEX, SCANNET20_CLASSES, SCANNET200_CLASSES
+from uniseg3d_model.data.scannet import load_processed, prepare_scannet
+from uniseg3d_model.structures import SceneSample, collate_scenes
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    raw = write_tiny_raw(tmp_path_factory.mktemp("raw"))
+    out = tmp_path_factory.mktemp("processed")
+    with pytest.warns(UserWarning):
+        prepare_scannet(raw, out, scanrefer=[raw / "ScanRefer_filtered.json"], progress=False)
+    return out
+
+
+def test_item_is_a_scene_sample_with_scannet20_labels(processed: Path) -> None:
+    ds = ScanNetDataset(processed, "train", num_clicks=10, num_texts=5)
+    assert len(ds) == 2 and ds.scene_ids == ["scene0000_00", "scene0001_00"]
+    s = ds[0]
+    raw = load_processed(processed / "train" / "scene0000_00.npz")
+    assert isinstance(s, SceneSample) and s.vocabulary is None
+    np.testing.assert_array_equal(s.semantic, raw["semantic20"])
+    np.testing.assert_array_equal(s.points, raw["points"])
+    # chair, table, couch are ScanNet20 things; the lamp is not in ScanNet20
+    assert [SCANNET20_CLASSES[c] for c in s.instance_class] == ["chair", "table", "sofa"]
+    assert set(np.unique(s.instance)) == {IGNORE_INDEX, 0, 1, 2}
+    for i in range(3):
+        assert np.all(s.semantic[s.instance == i] == s.instance_class[i])
+    lamp = raw["instance"] == 2
+    assert np.all(s.instance[lamp] == IGNORE_INDEX)
+
+
+def test_scannet200_keeps_the_lamp_and_sets_vocabulary(processed: Path) -> None:
+    s = ScanNetDataset(processed, "train", label_set="scannet200")[0]
+    assert s.vocabulary == list(SCANNET200_CLASSES)
+    assert [SCANNET200_CLASSES[c] for c in s.instance_class] == ["chair", "table", "lamp", "couch"]
+    raw = load_processed(processed / "train" / "scene0000_00.npz")
+    np.testing.assert_array_equal(s.semantic, raw["semantic200"])
+
+
+def test_eval_clicks_are_the_points_nearest_each_instance_centre(processed: Path) -> None:
+    s = ScanNetDataset(processed, "train", num_clicks=2)[0]
+    assert s.clicks.shape == (2, 3) and s.clicks.dtype == np.float32
+    np.testing.assert_array_equal(s.click_instance, [0, 1])
+    for click, inst in zip(s.clicks, s.click_instance):
+        pts = s.points[s.instance == inst]
+        nearest = pts[np.argmin(np.linalg.norm(pts - pts.mean(0), axis=1))]
+        np.testing.assert_array_equal(click, nearest)
+
+
+def test_training_clicks_lie_inside_their_target_instance(processed: Path) -> None:
+    ds = ScanNetDataset(processed, "train", augment=True, num_clicks=3, seed=5)
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        s = ds[1]
+        assert len(s.clicks) == 3 and len(set(s.click_instance.tolist())) == 3
+        for click, inst in zip(s.clicks, s.click_instance):
+            hit = np.flatnonzero(np.all(s.points == click, axis=1))
+            assert hit.size and np.all(s.instance[hit] == inst)
+
+
+def test_sentences_target_the_scanrefer_object(processed: Path) -> None:
+    refs = json.loads((processed / "train_referring.json").read_text())
+    ds = ScanNetDataset(processed, "train", num_texts=4, label_set="scannet200")
+    for index, sid in enumerate(ds.scene_ids):
+        s = ds[index]
+        raw = load_processed(processed / "train" / f"{sid}.npz")
+        want = {r["description"]: r["object_id"] for r in refs if r["scene_id"] == sid}
+        assert sorted(s.texts) == sorted(want)
+        for text, inst in zip(s.texts, s.text_instance):
+            obj_points = raw["instance"] == np.flatnonzero(raw["instance_object_id"] == want[text])[0]
+            np.testing.assert_array_equal(s.instance == inst, obj_points)
+
+
+def test_num_limits_and_zero_prompts(processed: Path) -> None:
+    s = ScanNetDataset(processed, "train", num_clicks=0, num_texts=1)[0]
+    assert s.clicks.shape == (0, 3) and len(s.texts) == 1 and s.text_instance.shape == (1,)
+
+
+def test_augmented_items_are_seeded_by_seed_epoch_index(processed: Path) -> None:
+    a = ScanNetDataset(processed, "train", augment=True, seed=1)
+    b = ScanNetDataset(processed, "train", augment=True, seed=1)
+    np.testing.assert_array_equal(a[0].points, b[0].points)
+    np.testing.assert_array_equal(a[0].clicks, b[0].clicks)
+    b.set_epoch(1)
+    assert not np.allclose(a[0].points, b[0].points)
+    plain = ScanNetDataset(processed, "train")[0]
+    np.testing.assert_array_equal(a[0].semantic, plain.semantic)  # labels unchanged by augmentation
+    np.testing.assert_array_equal(a[0].instance, plain.instance)
+    np.testing.assert_array_equal(a[0].superpoints, plain.superpoints)
+
+
+def test_dataloader_batches_lists_of_scenes(processed: Path) -> None:
+    loader = torch.utils.data.DataLoader(ScanNetDataset(processed, "train"), batch_size=2,
+                                         collate_fn=collate_scenes)
+    batch = next(iter(loader))
+    assert isinstance(batch, list) and [s.scene_id for s in batch] == ["scene0000_00", "scene0001_00"]
+
+
+def test_bad_arguments_raise_clear_errors(processed: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="label_set"):
+        ScanNetDataset(processed, "train", label_set="nyu40")
+    with pytest.raises(FileNotFoundError, match="test"):
+        ScanNetDataset(processed, "test")
+    (tmp_path / "train").mkdir()
+    with pytest.raises(ValueError, match="no processed scenes"):
+        ScanNetDataset(tmp_path, "train")
