@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from uniseg3d_model.superpoints import pool, segment_mesh
+from uniseg3d_model.superpoints import pool, segment_mesh, segment_points
 
 
 def box_mesh(size=(1.0, 1.0, 0.5), subdivisions: int = 3) -> tuple[np.ndarray, np.ndarray]:
@@ -180,3 +180,85 @@ def test_pool_rejects_mismatched_or_out_of_range_ids():
         pool(feats, torch.tensor([0, 1, 5]), num_superpoints=3)
     with pytest.raises(ValueError, match="integer"):
         pool(feats, torch.tensor([0.0, 1.0, 1.0]))
+
+
+def sample_rect(origin, u, v, spacing: float) -> np.ndarray:
+    """Points on a grid over the parallelogram origin + s*u + t*v, s, t in [0, 1]."""
+    origin, u, v = (np.asarray(x, dtype=np.float64) for x in (origin, u, v))
+    nu, nv = max(int(np.linalg.norm(u) / spacing), 1), max(int(np.linalg.norm(v) / spacing), 1)
+    s, t = np.meshgrid((np.arange(nu) + 0.5) / nu, (np.arange(nv) + 0.5) / nv, indexing="ij")
+    return origin + s.reshape(-1, 1) * u + t.reshape(-1, 1) * v
+
+
+def room_scene(nx: int, ny: int, seed: int = 0, spacing: float = 0.015):
+    """A floor, two walls and one box per 2 m x 2 m cell. Returns points (N, 3), colors (N, 3)
+    and a surface id per point (0 floor, 1-2 walls, then 5 visible faces per box)."""
+    rng = np.random.default_rng(seed)
+    w, d = 2.0 * nx, 2.0 * ny
+    surfaces = [
+        (sample_rect((0, 0, 0), (w, 0, 0), (0, d, 0), spacing), (0.6, 0.5, 0.4)),
+        (sample_rect((0, 0, 0), (w, 0, 0), (0, 0, 2.0), spacing), (0.9, 0.9, 0.85)),
+        (sample_rect((0, 0, 0), (0, d, 0), (0, 0, 2.0), spacing), (0.9, 0.9, 0.85)),
+    ]
+    for i in range(nx):
+        for j in range(ny):
+            lo = np.array([0.6 + 2 * i, 0.6 + 2 * j, 0.0])
+            ex, ey, ez = np.diag(rng.uniform([0.4, 0.4, 0.4], [0.8, 0.8, 0.9]))
+            color = rng.uniform(0.1, 0.9, 3)
+            faces = ((lo + ez, ex, ey), (lo, ex, ez), (lo + ey, ex, ez), (lo, ey, ez), (lo + ex, ey, ez))
+            for origin, u, v in faces:  # no bottom face: it would coincide with the floor
+                surfaces.append((sample_rect(origin, u, v, spacing), color))
+    points = np.concatenate([pts for pts, _ in surfaces])
+    colors = np.concatenate([np.broadcast_to(col, pts.shape) for pts, col in surfaces])
+    surface = np.concatenate([np.full(len(pts), k) for k, (pts, _) in enumerate(surfaces)])
+    points = points + rng.normal(0, 0.002, points.shape)
+    colors = np.clip(colors + rng.normal(0, 0.02, colors.shape), 0, 1)
+    return points.astype(np.float32), colors.astype(np.float32), surface
+
+
+def purity(segments: np.ndarray, surface: np.ndarray) -> float:
+    """Fraction of points whose segment's majority surface is their own surface."""
+    joint = np.zeros((segments.max() + 1, surface.max() + 1), dtype=np.int64)
+    np.add.at(joint, (segments, surface), 1)
+    return joint.max(axis=1).sum() / len(segments)
+
+
+def test_segment_points_splits_planes_from_boxes():
+    points, colors, surface = room_scene(1, 1)
+    seg = segment_points(points, colors)
+    assert seg.dtype == np.int64 and seg.shape == (len(points),)
+    assert set(np.unique(seg)) == set(range(seg.max() + 1))
+    assert purity(seg, surface) > 0.95
+    # Most of each surface lies in segments that belong to it: floor, wall, box top are apart.
+    majority = {k: np.bincount(seg[surface == k]).argmax() for k in (0, 1, 3)}
+    assert len(set(majority.values())) == 3
+
+
+def test_segment_points_count_grows_with_scene_size():
+    small = segment_points(*room_scene(1, 1)[:2])
+    large = segment_points(*room_scene(2, 2)[:2])
+    assert large.max() + 1 > 2 * (small.max() + 1)
+
+
+def test_segment_points_shares_ids_within_a_voxel_and_accepts_no_colors():
+    points, _, surface = room_scene(1, 1)
+    seg = segment_points(points, None, voxel_size=0.05)
+    keys = np.floor(points / 0.05).astype(np.int64)
+    _, voxel = np.unique(keys, axis=0, return_inverse=True)
+    per_voxel = np.unique(np.stack([voxel.reshape(-1), seg], 1), axis=0)
+    assert len(per_voxel) == voxel.max() + 1
+    assert purity(seg, surface) > 0.9
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"points": np.zeros((5, 2)), "colors": None}, "points"),
+        ({"points": np.zeros((5, 3)), "colors": np.zeros((4, 3))}, "colors"),
+        ({"points": np.zeros((5, 3)), "colors": None, "voxel_size": 0.0}, "voxel_size"),
+        ({"points": np.zeros((5, 3)), "colors": None, "k_normals": 2}, "k_normals"),
+    ],
+)
+def test_segment_points_rejects_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        segment_points(**kwargs)

@@ -35,46 +35,53 @@ def felzenszwalb_segment(
     component smaller than ``min_size`` with its neighbour. Returns (V,) int64 root ids.
     """
     order = np.argsort(w, kind="stable")
-    ea = a[order].tolist()
-    eb = b[order].tolist()
-    ew = w[order].tolist()
     parent = list(range(num_vertices))
     rank = [0] * num_vertices
     size = [1] * num_vertices
     thresh = [k_thresh] * num_vertices
 
-    def find(x: int) -> int:
-        root = x
-        while parent[root] != root:
-            root = parent[root]
-        while parent[x] != root:
-            parent[x], x = root, parent[x]
-        return root
+    # The union-find is inlined (path halving) because this loop runs once per edge.
+    for x, y, weight in zip(a[order].tolist(), b[order].tolist(), w[order].tolist()):
+        while parent[x] != x:
+            parent[x] = x = parent[parent[x]]
+        while parent[y] != y:
+            parent[y] = y = parent[parent[y]]
+        if x != y and weight <= thresh[x] and weight <= thresh[y]:
+            if rank[x] > rank[y]:
+                x, y = y, x
+            parent[x] = y
+            size[y] += size[x]
+            rank[y] += rank[x] == rank[y]
+            thresh[y] = weight + k_thresh / size[y]
 
-    def join(x: int, y: int) -> int:
-        if rank[x] > rank[y]:
-            x, y = y, x
-        parent[x] = y
-        size[y] += size[x]
-        if rank[x] == rank[y]:
-            rank[y] += 1
-        return y
-
-    for i in range(len(ea)):
-        x = find(ea[i])
-        y = find(eb[i])
-        if x != y:
-            weight = ew[i]
-            if weight <= thresh[x] and weight <= thresh[y]:
-                r = join(x, y)
-                thresh[r] = weight + k_thresh / size[r]
+    roots = _roots(parent)
     if min_size > 1:
-        for i in range(len(ea)):
-            x = find(ea[i])
-            y = find(eb[i])
+        # Sizes only grow, so edges between two already-large components can never merge.
+        comp_size = np.asarray(size)[roots]
+        small = (comp_size[a[order]] < min_size) | (comp_size[b[order]] < min_size)
+        for x, y in zip(a[order][small].tolist(), b[order][small].tolist()):
+            while parent[x] != x:
+                parent[x] = x = parent[parent[x]]
+            while parent[y] != y:
+                parent[y] = y = parent[parent[y]]
             if x != y and (size[x] < min_size or size[y] < min_size):
-                join(x, y)
-    return np.array([find(i) for i in range(num_vertices)], dtype=np.int64)
+                if rank[x] > rank[y]:
+                    x, y = y, x
+                parent[x] = y
+                size[y] += size[x]
+                rank[y] += rank[x] == rank[y]
+        roots = _roots(parent)
+    return roots
+
+
+def _roots(parent: list[int]) -> np.ndarray:
+    """Root of every element of a union-find forest, by vectorized pointer jumping."""
+    p = np.asarray(parent, dtype=np.int64)
+    while True:
+        nxt = p[p]
+        if np.array_equal(nxt, p):
+            return p
+        p = nxt
 
 
 def _as_float_array(name: str, value: object, cols: int) -> np.ndarray:
@@ -213,7 +220,10 @@ def segment_points(
         return np.zeros(0, dtype=np.int64)
 
     keys = np.floor(p / voxel_size).astype(np.int64)
-    _, point_to_voxel = np.unique(keys, axis=0, return_inverse=True)
+    keys -= keys.min(axis=0)
+    extent = keys.max(axis=0) + 1
+    linear = (keys[:, 0] * extent[1] + keys[:, 1]) * extent[2] + keys[:, 2]
+    _, point_to_voxel = np.unique(linear, return_inverse=True)
     point_to_voxel = point_to_voxel.reshape(-1)
     m = int(point_to_voxel.max()) + 1
     counts = np.bincount(point_to_voxel, minlength=m).astype(np.float64)[:, None]
