@@ -29,7 +29,9 @@ elif [ -n "${ZSH_VERSION:-}" ]; then
 else
   _u3d_root="$(pwd)"
 fi
+_u3d_ok=1
 if [ ! -f "$_u3d_root/msg/package.xml" ]; then
+  _u3d_ok=0
   echo "env.sh: $_u3d_root is not the UniSeg3D-ROS repository root (set UNISEG3D_ROOT or source from the root)" >&2
 else
   case "${VENV:-.venv}" in
@@ -66,3 +68,5 @@ else
   unset _u3d_d _u3d_site _u3d_venv _u3d_prefix
 fi
 unset _u3d_root
+# Status of `. scripts/env.sh`: non-zero when the repository root was not found.
+[ "$_u3d_ok" = 1 ] && unset _u3d_ok
