@@ -1,0 +1,149 @@
+"""The one transformer decoder shared by every task, and its prediction heads.
+
+Each layer: masked cross-attention from the queries to the superpoint features (the mask
+comes from the previous stage's mask prediction, Mask2Former / OneFormer3D style), then
+self-attention among the queries (with an optional "interaction mask" that keeps task
+groups apart), then an FFN; post-norm residual blocks as in UniSeg3D. Heads run on the
+initial queries and after every layer, so a pass yields ``num_layers + 1`` predictions.
+
+Class prediction is open-vocabulary: a projected query embedding is compared (scaled
+cosine, learnable temperature) with the text embeddings of the class names, so any list of
+class names can be asked at run time; a separate linear head gives the "no object" logit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uniseg3d_model.encoding import LayerPrediction
+
+
+def _mlp(dims: list[int], final_act: bool = False) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(dims) - 1):
+        layers.append(nn.Linear(dims[i], dims[i + 1]))
+        if i < len(dims) - 2 or final_act:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class DecoderLayer(nn.Module):
+    """Masked cross-attention -> self-attention -> FFN, post-norm residuals."""
+
+    def __init__(self, d_model: int, num_heads: int, ffn_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.cross_attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
+        self.cross_norm = nn.LayerNorm(d_model)
+        self.self_attn = nn.MultiheadAttention(d_model, num_heads, dropout=dropout, batch_first=True)
+        self.self_norm = nn.LayerNorm(d_model)
+        self.ffn = nn.Sequential(
+            nn.Linear(d_model, ffn_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ffn_dim, d_model)
+        )
+        self.ffn_norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        for p in self.cross_attn.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        sources: torch.Tensor,
+        cross_mask: torch.Tensor | None,
+        self_mask: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """queries (Q, d); sources (S, d); cross_mask (Q, S) bool, True = may NOT attend;
+        self_mask (Q, Q) bool, same convention. Returns (Q, d)."""
+        q = queries.unsqueeze(0)
+        src = sources.unsqueeze(0)
+        out, _ = self.cross_attn(q, src, src, attn_mask=cross_mask, need_weights=False)
+        q = self.cross_norm(q + self.dropout(out))
+        out, _ = self.self_attn(q, q, q, attn_mask=self_mask, need_weights=False)
+        q = self.self_norm(q + self.dropout(out))
+        q = self.ffn_norm(q + self.dropout(self.ffn(q)))
+        return q.squeeze(0)
+
+
+class UnifiedDecoder(nn.Module):
+    """Queries in backbone-channel space -> per-stage mask / class / score predictions.
+
+    in_channels: C, channels of the superpoint features and of the raw queries
+    text_dim:    dimension of the class-name text embeddings
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        text_dim: int,
+        d_model: int,
+        num_heads: int,
+        num_layers: int,
+        ffn_dim: int,
+        dropout: float = 0.0,
+        mask_attention: bool = True,
+    ) -> None:
+        super().__init__()
+        self.mask_attention = mask_attention
+        self.input_proj = nn.Sequential(nn.Linear(in_channels, d_model), nn.LayerNorm(d_model), nn.ReLU())
+        self.mask_proj = _mlp([in_channels, d_model, d_model])
+        self.query_proj = _mlp([in_channels, d_model, d_model])
+        self.layers = nn.ModuleList(
+            [DecoderLayer(d_model, num_heads, ffn_dim, dropout) for _ in range(num_layers)]
+        )
+        self.out_norm = nn.LayerNorm(d_model)
+        # class head: mask-pooled feature + query -> text space, cosine with class embeddings
+        self.pool_proj = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, d_model))
+        self.class_proj = _mlp([d_model, d_model, d_model, text_dim])
+        self.no_object = nn.Linear(d_model, 1)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / 0.07)))
+        self.score_head = _mlp([d_model, d_model, 1])
+
+    def heads(
+        self, queries: torch.Tensor, mask_feats: torch.Tensor, class_embeddings: torch.Tensor
+    ) -> LayerPrediction:
+        """queries (Q, d); mask_feats (S, d); class_embeddings (V, text_dim) unit rows."""
+        q = self.out_norm(queries)
+        masks = q @ mask_feats.t()
+        weights = (masks.detach() > 0).to(mask_feats.dtype)
+        pooled = (weights @ mask_feats) / weights.sum(1, keepdim=True).clamp_min(1.0)
+        cls_embed = F.normalize(self.class_proj(self.pool_proj(pooled) + q), dim=-1)
+        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        class_logits = torch.cat([scale * cls_embed @ class_embeddings.t(), self.no_object(q)], dim=1)
+        scores = self.score_head(q).squeeze(1)
+        return LayerPrediction(masks, class_logits, scores, F.normalize(q, dim=-1))
+
+    def attention_mask(self, masks: torch.Tensor) -> torch.Tensor | None:
+        """(Q, S) logits -> (Q, S) bool "may not attend" mask; rows that would block every
+        superpoint are opened fully (an empty mask must not produce NaNs)."""
+        if not self.mask_attention:
+            return None
+        blocked = masks.detach().sigmoid() < 0.5
+        blocked[blocked.all(dim=1)] = False
+        return blocked
+
+    def forward(
+        self,
+        sp_features: torch.Tensor,
+        queries: torch.Tensor,
+        class_embeddings: torch.Tensor,
+        self_mask: torch.Tensor | None = None,
+    ) -> list[LayerPrediction]:
+        """sp_features (S, C); queries (Q, C) in feature space; class_embeddings (V, text_dim);
+        self_mask (Q, Q) bool, True = may not attend. Returns num_layers + 1 predictions."""
+        sources = self.input_proj(sp_features)
+        mask_feats = self.mask_proj(sp_features)
+        q = self.query_proj(queries)
+        if self_mask is not None:
+            # every query always sees itself (keeps a row from being fully blocked)
+            self_mask = self_mask & ~torch.eye(len(q), dtype=torch.bool, device=q.device)
+        pred = self.heads(q, mask_feats, class_embeddings)
+        out = [pred]
+        for layer in self.layers:
+            q = layer(q, sources, self.attention_mask(pred.masks), self_mask)
+            pred = self.heads(q, mask_feats, class_embeddings)
+            out.append(pred)
+        return out

@@ -1,0 +1,134 @@
+"""Containers passed between :class:`~uniseg3d_model.model.UniSeg3D`, the losses and
+post-processing.
+
+``SceneEncoding`` is what ``UniSeg3D.encode`` computes once per scene (backbone +
+superpoint pooling) and callers cache; ``DecoderOutput`` is what one decoder pass over
+that encoding returns. All masks are superpoint-level logits; post-processing maps them
+back to points through ``superpoints``.
+
+Query order inside a decoder pass (Q = Qu + K + T):
+    [0, Qu)          unified queries (selected superpoints, then learnable queries)
+    [Qu, Qu + K)     interactive queries, one per click, in ``scene.clicks`` order
+    [Qu + K, Q)      referring queries, one per sentence, in ``scene.texts`` order
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+
+@dataclass
+class SceneEncoding:
+    """Backbone output of one scene, reusable by any number of decoder passes.
+
+    sp_features: (S, C) float superpoint features (mean of per-point backbone features)
+    superpoints: (N,) int64 superpoint id of each point
+    points:      (N, 3) float32 scene frame, metres (used to look up clicks)
+    center:      (3,) float32 mean of ``points`` (origin of the click positional encoding)
+    scene_id:    free-form identifier copied from the scene
+    """
+
+    sp_features: torch.Tensor
+    superpoints: torch.Tensor
+    points: torch.Tensor
+    center: torch.Tensor
+    scene_id: str = ""
+
+    @property
+    def num_superpoints(self) -> int:
+        return int(self.sp_features.shape[0])
+
+    @property
+    def num_points(self) -> int:
+        return int(self.superpoints.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        return self.sp_features.device
+
+    def detach(self) -> SceneEncoding:
+        """A copy cut from the autograd graph (what a cache should hold)."""
+        return replace(self, sp_features=self.sp_features.detach())
+
+    def to(self, device: torch.device | str) -> SceneEncoding:
+        return replace(
+            self,
+            sp_features=self.sp_features.to(device),
+            superpoints=self.superpoints.to(device),
+            points=self.points.to(device),
+            center=self.center.to(device),
+        )
+
+
+@dataclass
+class LayerPrediction:
+    """Head outputs for every query of one scene after one decoder layer.
+
+    masks:        (Q, S) mask logits over superpoints
+    class_logits: (Q, V + 1) logits over the vocabulary, last column = "no object"
+    scores:       (Q,) mask-quality logits (sigmoid -> predicted IoU with the true mask)
+    embeddings:   (Q, D) normalised query embeddings (for the vision-text contrastive loss)
+    """
+
+    masks: torch.Tensor
+    class_logits: torch.Tensor
+    scores: torch.Tensor
+    embeddings: torch.Tensor
+
+    def select(self, rows: slice | torch.Tensor) -> LayerPrediction:
+        return LayerPrediction(*(getattr(self, f.name)[rows] for f in fields(self)))
+
+
+@dataclass
+class DecoderOutput:
+    """One decoder pass over one scene.
+
+    layers:            predictions after each stage; ``layers[0]`` comes from the initial
+                       queries, ``layers[-1]`` is the final output, the rest are the
+                       auxiliary outputs used for deep supervision
+    num_unified:       Qu, number of unified (panoptic/semantic/instance) queries
+    num_clicks:        K, number of interactive queries
+    num_texts:         T, number of referring queries
+    query_superpoints: (Qu,) int64 superpoint each unified query was selected from, -1 for
+                       learnable queries
+    vocabulary:        class names of the columns of ``class_logits`` (without "no object")
+    superpoints:       (N,) int64 point -> superpoint map of the scene
+    contrastive_scale: scalar tensor, exp of the learnable vision-text contrastive temperature
+    """
+
+    layers: list[LayerPrediction]
+    num_unified: int
+    num_clicks: int
+    num_texts: int
+    query_superpoints: torch.Tensor
+    vocabulary: tuple[str, ...]
+    superpoints: torch.Tensor
+    contrastive_scale: torch.Tensor
+
+    @property
+    def final(self) -> LayerPrediction:
+        return self.layers[-1]
+
+    @property
+    def aux(self) -> list[LayerPrediction]:
+        return self.layers[:-1]
+
+    def unified(self, layer: int = -1) -> LayerPrediction:
+        """Unified-query predictions of ``layer`` (default: final)."""
+        return self.layers[layer].select(slice(0, self.num_unified))
+
+    def clicks(self, layer: int = -1) -> LayerPrediction:
+        """Interactive-query predictions, one row per click."""
+        a = self.num_unified
+        return self.layers[layer].select(slice(a, a + self.num_clicks))
+
+    def texts(self, layer: int = -1) -> LayerPrediction:
+        """Referring-query predictions, one row per sentence."""
+        a = self.num_unified + self.num_clicks
+        return self.layers[layer].select(slice(a, a + self.num_texts))
+
+    @property
+    def num_superpoints(self) -> int:
+        return int(self.final.masks.shape[1])

@@ -1,0 +1,266 @@
+"""UniSeg3D: one model for panoptic, semantic, instance, interactive, referring and
+open-vocabulary 3D segmentation.
+
+    points, colors --voxelize(2 cm)--> MinkUNet --> per-point features
+        --superpoints.pool--> superpoint features            (encode: once per scene)
+    unified + click + text queries --UnifiedDecoder--> masks / classes / scores
+                                                          (decode: once per query set)
+
+``forward(scenes) == decode(encode(scenes), scenes)``; a caller that answers many prompts
+on one scene (the ROS node) keeps the :class:`SceneEncoding` and calls :meth:`decode`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from uniseg3d_model import superpoints as sp_ops
+from uniseg3d_model.backbone import BackboneConfig, MinkUNet
+from uniseg3d_model.data.labels import SCANNET20_CLASSES, STUFF_CLASSES
+from uniseg3d_model.decoder import UnifiedDecoder
+from uniseg3d_model.encoding import DecoderOutput, SceneEncoding
+from uniseg3d_model.queries import QueryBuilder, click_superpoints, interaction_mask, select_superpoints
+from uniseg3d_model.sparse import SparseTensor, voxelize
+from uniseg3d_model.structures import SceneSample
+
+#: input features per voxel: RGB mapped to [-1, 1] and xyz relative to the scene mean (metres)
+IN_CHANNELS = 6
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of :class:`UniSeg3D`. ``ModelConfig.paper()`` follows the published
+    ScanNet configuration; ``ModelConfig.small()`` is a CPU-sized variant (tests, shipped
+    default)."""
+
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(in_channels=IN_CHANNELS))
+    voxel_size: float = 0.02
+    class_names: tuple[str, ...] = SCANNET20_CLASSES
+    stuff_classes: tuple[str, ...] = STUFF_CLASSES
+    class_template: str = "{}"  # text fed to the text encoder for a class name
+    d_model: int = 256
+    num_heads: int = 8
+    num_layers: int = 6
+    ffn_dim: int = 1024
+    dropout: float = 0.0
+    num_learned_queries: int = 0
+    query_ratio: float = 0.5  # training keeps U(query_ratio, 1) of the superpoints as queries
+    max_train_queries: int = 3500
+    max_eval_queries: int = 4000
+    click_pe_bands: int = 8
+    isolate_prompts: bool = True  # prompt queries attend only to themselves in self-attention
+    mask_attention: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.backbone, dict):
+            self.backbone = BackboneConfig(**self.backbone)
+        self.class_names = tuple(self.class_names)
+        self.stuff_classes = tuple(self.stuff_classes)
+        if not self.voxel_size > 0:
+            raise ValueError(f"voxel_size must be > 0, got {self.voxel_size}")
+        if self.d_model % self.num_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by num_heads ({self.num_heads})")
+        if not 0.0 < self.query_ratio <= 1.0:
+            raise ValueError(f"query_ratio must be in (0, 1], got {self.query_ratio}")
+        if not self.class_names:
+            raise ValueError("class_names must not be empty")
+        if self.backbone.in_channels != IN_CHANNELS:
+            raise ValueError(
+                f"backbone.in_channels must be {IN_CHANNELS} (rgb + xyz), got {self.backbone.in_channels}"
+            )
+
+    @classmethod
+    def paper(cls) -> ModelConfig:
+        """UniSeg3D on ScanNet: Res16UNet34C-family backbone, 6 decoder layers, d_model 256,
+        8 heads, FFN 1024, superpoint queries only (no learnable queries)."""
+        return cls(backbone=BackboneConfig.res16unet34c(in_channels=IN_CHANNELS))
+
+    @classmethod
+    def small(cls) -> ModelConfig:
+        """CPU-sized: small backbone, 3 layers, d_model 96."""
+        return cls(
+            backbone=BackboneConfig.small(in_channels=IN_CHANNELS),
+            d_model=96,
+            num_heads=4,
+            num_layers=3,
+            ffn_dim=192,
+            num_learned_queries=8,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"model_config: unknown keys {unknown}")
+        return cls(**data)
+
+
+def _tensor(value: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value.to(device=device, dtype=dtype)
+    return torch.as_tensor(np.asarray(value), dtype=dtype, device=device)
+
+
+class UniSeg3D(nn.Module):
+    """The network. ``text_encoder`` (frozen, not part of the state dict) must offer ``.dim``
+    and ``.encode(list[str]) -> (T, dim)``; ``backbone`` defaults to ``MinkUNet(cfg.backbone)``."""
+
+    def __init__(self, cfg: ModelConfig, text_encoder: Any, backbone: nn.Module | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.__dict__["text_encoder"] = text_encoder  # frozen helper, kept out of state_dict
+        channels = cfg.backbone.feature_dim
+        text_dim = int(text_encoder.dim)
+        self.backbone = backbone if backbone is not None else MinkUNet(cfg.backbone)
+        self.query_builder = QueryBuilder(
+            channels, text_dim, cfg.d_model, cfg.num_learned_queries, cfg.click_pe_bands
+        )
+        self.decoder = UnifiedDecoder(
+            channels,
+            text_dim,
+            cfg.d_model,
+            cfg.num_heads,
+            cfg.num_layers,
+            cfg.ffn_dim,
+            cfg.dropout,
+            cfg.mask_attention,
+        )
+        self.contrastive_logit_scale = nn.Parameter(torch.tensor(float(np.log(1.0 / 0.07))))
+        self._class_cache: dict[tuple[str, ...], torch.Tensor] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # ------------------------------------------------------------------ text
+    def _encode_text(self, texts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            emb = torch.as_tensor(self.text_encoder.encode(list(texts)), dtype=torch.float32)
+        if emb.shape != (len(texts), self.text_encoder.dim):
+            raise ValueError(f"text encoder returned shape {tuple(emb.shape)} for {len(texts)} texts")
+        return F.normalize(emb.to(self.device), dim=-1)
+
+    def class_embeddings(self, names: tuple[str, ...]) -> torch.Tensor:
+        """(V, text_dim) unit text embeddings of class names, cached per name tuple."""
+        names = tuple(names)
+        if not names:
+            raise ValueError("vocabulary must contain at least one class name")
+        cached = self._class_cache.get(names)
+        if cached is None:
+            cached = self._encode_text([self.cfg.class_template.format(n) for n in names]).cpu()
+            self._class_cache[names] = cached
+        return cached.to(self.device)
+
+    # ------------------------------------------------------------------ encode
+    def encode(self, scenes: list[SceneSample]) -> list[SceneEncoding]:
+        """Backbone + superpoint pooling for each scene (one batched sparse U-Net pass)."""
+        if not scenes:
+            raise ValueError("scenes must not be empty")
+        dev = self.device
+        coords, feats, p2v, prepared = [], [], [], []
+        offset = 0
+        for b, scene in enumerate(scenes):
+            pts = _tensor(scene.points, torch.float32, dev)
+            col = _tensor(scene.colors, torch.float32, dev)
+            sp = _tensor(scene.superpoints, torch.long, dev)
+            if pts.shape[0] == 0:
+                raise ValueError(f"scene {scene.scene_id!r}: no points")
+            if int(sp.min()) < 0:
+                raise ValueError(f"scene {scene.scene_id!r}: superpoints must be >= 0, got {int(sp.min())}")
+            center = pts.mean(0)
+            point_feats = torch.cat([col * 2.0 - 1.0, pts - center], dim=1)
+            vox, inv = voxelize(pts, self.cfg.voxel_size)
+            vox, inv = vox.to(dev), inv.to(dev)
+            n_vox = vox.shape[0]
+            counts = torch.bincount(inv, minlength=n_vox).clamp_min(1).unsqueeze(1).float()
+            vfeat = torch.zeros(n_vox, IN_CHANNELS, device=dev).index_add_(0, inv, point_feats) / counts
+            batch = torch.full((n_vox, 1), b, dtype=torch.int32, device=dev)
+            coords.append(torch.cat([batch, vox.to(torch.int32)], dim=1))
+            feats.append(vfeat)
+            p2v.append(inv + offset)
+            offset += n_vox
+            prepared.append((pts, sp, center, scene.scene_id))
+        out = self.backbone(SparseTensor(torch.cat(coords), torch.cat(feats)))
+        encodings = []
+        for (pts, sp, center, scene_id), inv in zip(prepared, p2v):
+            point_features = out.feats[inv]
+            sp_features = sp_ops.pool(point_features, sp, int(sp.max()) + 1)
+            encodings.append(SceneEncoding(sp_features, sp, pts, center, scene_id))
+        return encodings
+
+    # ------------------------------------------------------------------ decode
+    def decode(
+        self, encodings: list[SceneEncoding], scenes: list[SceneSample], unified: bool = True
+    ) -> list[DecoderOutput]:
+        """One decoder pass per scene over the cached encodings.
+
+        Prompts come from ``scene.clicks`` (K, 3), ``scene.texts`` (T sentences) and
+        ``scene.vocabulary`` (class names; None = ``cfg.class_names``). ``unified=False``
+        skips the unified queries (prompt-only answers, e.g. one language query), which with
+        ``cfg.isolate_prompts`` leaves the prompt outputs unchanged.
+        """
+        if len(encodings) != len(scenes):
+            raise ValueError(f"got {len(encodings)} encodings for {len(scenes)} scenes")
+        return [self._decode_one(enc, scene, unified) for enc, scene in zip(encodings, scenes)]
+
+    def _decode_one(self, enc: SceneEncoding, scene: SceneSample, unified: bool) -> DecoderOutput:
+        dev = self.device
+        if enc.device != dev:
+            enc = enc.to(dev)
+        vocab = tuple(scene.vocabulary) if scene.vocabulary is not None else self.cfg.class_names
+        class_emb = self.class_embeddings(vocab)
+        feats = enc.sp_features
+        parts = []
+        if unified:
+            selected = select_superpoints(
+                enc.num_superpoints,
+                self.training,
+                self.cfg.query_ratio,
+                self.cfg.max_train_queries,
+                self.cfg.max_eval_queries,
+                dev,
+            )
+            parts.append(self.query_builder.unified(feats, selected))
+            learned = torch.full((self.cfg.num_learned_queries,), -1, dtype=torch.long, device=dev)
+            query_sp = torch.cat([selected, learned])
+        else:
+            query_sp = torch.zeros(0, dtype=torch.long, device=dev)
+        num_unified = len(query_sp)
+        num_clicks = 0
+        if scene.clicks is not None and len(scene.clicks):
+            clicks = _tensor(scene.clicks, torch.float32, dev).reshape(-1, 3)
+            csp = click_superpoints(clicks, enc.points, enc.superpoints)
+            parts.append(self.query_builder.clicks(feats, csp, clicks, enc.center))
+            num_clicks = len(clicks)
+        texts = list(scene.texts or [])
+        if texts:
+            parts.append(self.query_builder.texts(self._encode_text(texts)))
+        if not parts:
+            raise ValueError(f"scene {scene.scene_id!r}: nothing to decode (unified=False and no prompts)")
+        queries = torch.cat(parts)
+        self_mask = interaction_mask(num_unified, num_clicks + len(texts), self.cfg.isolate_prompts, dev)
+        layers = self.decoder(feats, queries, class_emb, self_mask)
+        return DecoderOutput(
+            layers=layers,
+            num_unified=num_unified,
+            num_clicks=num_clicks,
+            num_texts=len(texts),
+            query_superpoints=query_sp,
+            vocabulary=vocab,
+            superpoints=enc.superpoints,
+            contrastive_scale=self.contrastive_logit_scale.clamp(max=float(np.log(100.0))).exp(),
+        )
+
+    def forward(self, scenes: list[SceneSample]) -> list[DecoderOutput]:
+        return self.decode(self.encode(scenes), scenes)

@@ -1,0 +1,271 @@
+"""Decoder outputs -> per-point predictions for every task.
+
+All functions take one :class:`DecoderOutput` and its :class:`SceneSample`, work on
+superpoint masks (S columns) and map the result to the scene's N points through
+``out.superpoints``. Outputs are numpy arrays.
+
+Defaults follow the published UniSeg3D test settings where they exist: superpoint mask
+threshold 0.4, mask-score "object normalisation" (mean probability inside the mask),
+panoptic score threshold 0.5; ``top_k`` defaults to 100 (the paper's 600 is for AP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from uniseg3d_model.data.labels import STUFF_CLASSES
+from uniseg3d_model.encoding import DecoderOutput, LayerPrediction
+from uniseg3d_model.structures import SceneSample
+
+MASK_THRESHOLD = 0.4
+
+
+@dataclass
+class InstancePrediction:
+    """masks (M, N) bool per point; classes (M,) int64 vocabulary index; scores (M,) float32;
+    labels: class name of each instance."""
+
+    masks: np.ndarray
+    classes: np.ndarray
+    scores: np.ndarray
+    labels: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass
+class PanopticPrediction:
+    """semantic (N,) int64 class per point; instance (N,) int64 index into ``instances`` or -1
+    for stuff / unassigned points; instances: the things actually painted."""
+
+    semantic: np.ndarray
+    instance: np.ndarray
+    instances: InstancePrediction
+
+
+def _check(out: DecoderOutput, scene: SceneSample) -> torch.Tensor:
+    sp = out.superpoints
+    if sp.shape[0] != scene.num_points:
+        raise ValueError(f"scene has {scene.num_points} points but the output maps {sp.shape[0]}")
+    return sp
+
+
+def _mask_scores(masks: torch.Tensor) -> torch.Tensor:
+    """Object normalisation: mean sigmoid over superpoints with positive logit, (M,)."""
+    pos = (masks > 0).float()
+    return (masks.sigmoid() * pos).sum(1) / (pos.sum(1) + 1e-6)
+
+
+def _superpoint_sizes(out: DecoderOutput) -> torch.Tensor:
+    return torch.bincount(out.superpoints, minlength=out.num_superpoints).float()
+
+
+def mask_nms(
+    masks: torch.Tensor, classes: torch.Tensor, scores: torch.Tensor, sizes: torch.Tensor, iou: float
+):
+    """Greedy class-aware NMS on binary superpoint masks (M, S), IoU weighted by superpoint
+    point counts ``sizes`` (S,). Returns kept indices in descending score order."""
+    order = scores.argsort(descending=True)
+    m = masks[order].float()
+    inter = (m * sizes) @ m.t()
+    area = inter.diagonal()
+    ious = inter / (area[:, None] + area[None, :] - inter).clamp_min(1e-6)
+    same = classes[order][:, None] == classes[order][None, :]
+    suppress = (ious > iou) & same
+    keep = torch.ones(len(order), dtype=torch.bool)
+    for i in range(len(order)):  # M <= top_k, a loop over predictions, not points
+        if keep[i]:
+            later = suppress[i].clone()
+            later[: i + 1] = False
+            keep &= ~later
+    return order[keep]
+
+
+def _instances(
+    pred: LayerPrediction,
+    out: DecoderOutput,
+    scene: SceneSample,
+    class_ids: list[int],
+    score_threshold: float,
+    top_k: int,
+    nms_iou: float | None,
+    min_points: int,
+    mask_threshold: float,
+    use_score_head: bool,
+) -> InstancePrediction:
+    sp = _check(out, scene)
+    n = scene.num_points
+    empty = InstancePrediction(np.zeros((0, n), bool), np.zeros(0, np.int64), np.zeros(0, np.float32), [])
+    if pred.masks.shape[0] == 0 or not class_ids:
+        return empty
+    with torch.no_grad():
+        probs = pred.class_logits.softmax(-1)[:, class_ids]  # (Q, C')
+        c = len(class_ids)
+        flat = probs.flatten()
+        k = min(top_k, flat.numel())
+        scores, idx = flat.topk(k)
+        query, cls = idx // c, torch.as_tensor(class_ids, device=idx.device)[idx % c]
+        masks = pred.masks[query]
+        scores = scores * _mask_scores(masks)
+        if use_score_head:
+            scores = scores * pred.scores[query].sigmoid()
+        bin_masks = masks.sigmoid() > mask_threshold
+        sizes = _superpoint_sizes(out)
+        npts = bin_masks.float() @ sizes
+        keep = (scores > score_threshold) & (npts >= max(min_points, 1))
+        bin_masks, cls, scores = bin_masks[keep], cls[keep], scores[keep]
+        if nms_iou is not None and len(scores):
+            order = mask_nms(bin_masks.cpu(), cls.cpu(), scores.cpu(), sizes.cpu(), nms_iou).to(scores.device)
+        else:
+            order = scores.argsort(descending=True)
+        bin_masks, cls, scores = bin_masks[order], cls[order], scores[order]
+        point_masks = bin_masks[:, sp]
+    classes = cls.cpu().numpy().astype(np.int64)
+    return InstancePrediction(
+        masks=point_masks.cpu().numpy(),
+        classes=classes,
+        scores=scores.cpu().numpy().astype(np.float32),
+        labels=[out.vocabulary[i] for i in classes],
+    )
+
+
+def _stuff_ids(out: DecoderOutput, stuff_classes: tuple[str, ...]) -> list[int]:
+    return [i for i, name in enumerate(out.vocabulary) if name in stuff_classes]
+
+
+def instances(
+    out: DecoderOutput,
+    scene: SceneSample,
+    score_threshold: float = 0.0,
+    top_k: int = 100,
+    nms_iou: float | None = 0.5,
+    min_points: int = 20,
+    mask_threshold: float = MASK_THRESHOLD,
+    stuff_classes: tuple[str, ...] = STUFF_CLASSES,
+    use_score_head: bool = False,
+) -> InstancePrediction:
+    """Thing instances from the unified queries: score = class probability x mask score
+    (x predicted IoU when ``use_score_head``), top-k over (query, class) pairs, score
+    threshold, at least ``min_points`` points, greedy class-aware mask NMS at ``nms_iou``
+    (None disables). Instances are sorted by descending score."""
+    stuff = set(_stuff_ids(out, stuff_classes))
+    things = [i for i in range(len(out.vocabulary)) if i not in stuff]
+    return _instances(
+        out.unified(),
+        out,
+        scene,
+        things,
+        score_threshold,
+        top_k,
+        nms_iou,
+        min_points,
+        mask_threshold,
+        use_score_head,
+    )
+
+
+def open_vocabulary(
+    out: DecoderOutput,
+    scene: SceneSample,
+    score_threshold: float = 0.0,
+    top_k: int = 100,
+    nms_iou: float | None = 0.5,
+    min_points: int = 20,
+    mask_threshold: float = MASK_THRESHOLD,
+) -> InstancePrediction:
+    """Instances over every class of ``scene.vocabulary`` (the decoder's vocabulary), with
+    labels taken from those names."""
+    vocab = tuple(scene.vocabulary) if scene.vocabulary is not None else out.vocabulary
+    if vocab != out.vocabulary:
+        raise ValueError(f"scene.vocabulary {list(vocab)} differs from the decoded vocabulary")
+    return _instances(
+        out.unified(),
+        out,
+        scene,
+        list(range(len(vocab))),
+        score_threshold,
+        top_k,
+        nms_iou,
+        min_points,
+        mask_threshold,
+        False,
+    )
+
+
+def superpoint_semantic_scores(out: DecoderOutput) -> torch.Tensor:
+    """(S, V) Mask2Former-style semantic scores: sum_q p(class | q) * sigmoid(mask_q)."""
+    pred = out.unified()
+    probs = pred.class_logits.softmax(-1)[:, :-1]
+    return pred.masks.sigmoid().t() @ probs
+
+
+def semantic(out: DecoderOutput, scene: SceneSample) -> np.ndarray:
+    """(N,) int64 vocabulary index per point."""
+    sp = _check(out, scene)
+    with torch.no_grad():
+        return superpoint_semantic_scores(out).argmax(1)[sp].cpu().numpy().astype(np.int64)
+
+
+def panoptic(
+    out: DecoderOutput,
+    scene: SceneSample,
+    score_threshold: float = 0.5,
+    min_points: int = 20,
+    stuff_classes: tuple[str, ...] = STUFF_CLASSES,
+    mask_threshold: float = MASK_THRESHOLD,
+) -> PanopticPrediction:
+    """Things painted in ascending score order (higher scores win overlaps) over a stuff map;
+    instances left with fewer than ``min_points`` visible points are dropped. Points not
+    covered by a thing get the best stuff class (or the semantic argmax when the vocabulary
+    has no stuff class)."""
+    sp = _check(out, scene)
+    n = scene.num_points
+    stuff = _stuff_ids(out, stuff_classes)
+    with torch.no_grad():
+        sem_scores = superpoint_semantic_scores(out)
+        cols = stuff if stuff else list(range(sem_scores.shape[1]))
+        stuff_map = torch.as_tensor(cols, device=sem_scores.device)[sem_scores[:, cols].argmax(1)][sp]
+    semantic_pts = stuff_map.cpu().numpy().astype(np.int64)
+    inst = instances(out, scene, score_threshold, 100, 0.5, min_points, mask_threshold, stuff_classes, True)
+    instance_pts = np.full(n, -1, dtype=np.int64)
+    for i in np.argsort(inst.scores, kind="stable"):  # ascending: later (higher) overwrite
+        instance_pts[inst.masks[i]] = i
+    visible = np.bincount(instance_pts[instance_pts >= 0], minlength=len(inst)) if len(inst) else np.zeros(0)
+    keep = np.flatnonzero(visible >= max(min_points, 1))
+    remap = np.full(len(inst) + 1, -1, dtype=np.int64)
+    remap[keep] = np.arange(len(keep))
+    instance_pts = remap[instance_pts]  # -1 stays -1 (index len(inst) -> -1)
+    painted = InstancePrediction(
+        masks=np.stack([instance_pts == j for j in range(len(keep))])
+        if len(keep)
+        else np.zeros((0, n), bool),
+        classes=inst.classes[keep],
+        scores=inst.scores[keep],
+        labels=[inst.labels[i] for i in keep],
+    )
+    things = instance_pts >= 0
+    semantic_pts[things] = painted.classes[instance_pts[things]]
+    return PanopticPrediction(semantic=semantic_pts, instance=instance_pts, instances=painted)
+
+
+def interactive(out: DecoderOutput, scene: SceneSample, mask_threshold: float = MASK_THRESHOLD) -> np.ndarray:
+    """(K, N) bool mask per click."""
+    sp = _check(out, scene)
+    with torch.no_grad():
+        return (out.clicks().masks.sigmoid() > mask_threshold)[:, sp].cpu().numpy()
+
+
+def referring(
+    out: DecoderOutput, scene: SceneSample, mask_threshold: float = MASK_THRESHOLD
+) -> tuple[np.ndarray, np.ndarray]:
+    """(T, N) bool mask per sentence and (T,) float32 score = predicted IoU x mask score."""
+    sp = _check(out, scene)
+    with torch.no_grad():
+        pred = out.texts()
+        masks = (pred.masks.sigmoid() > mask_threshold)[:, sp].cpu().numpy()
+        scores = (pred.scores.sigmoid() * _mask_scores(pred.masks)).cpu().numpy().astype(np.float32)
+    return masks, scores
