@@ -34,59 +34,111 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     # frames and map
     ParameterSpec("fixed_frame", "map", "Frame the scene map, markers and clouds live in (REP 105)."),
     ParameterSpec("voxel_size", 0.02, "Scene map voxel edge length [m].", low=0.001, high=1.0),
-    ParameterSpec("max_voxels", 400000, "Map capacity; the least recently seen voxels are evicted.",
-                  low=1000, high=50_000_000),
-    ParameterSpec("max_range", 0.0, "Drop sensor points farther than this from the sensor [m]; 0 = off.",
-                  low=0.0, high=1000.0),
+    ParameterSpec(
+        "max_voxels",
+        400000,
+        "Map capacity; the least recently seen voxels are evicted.",
+        low=1000,
+        high=50_000_000,
+    ),
+    ParameterSpec(
+        "max_range",
+        0.0,
+        "Drop sensor points farther than this from the sensor [m]; 0 = off.",
+        low=0.0,
+        high=1000.0,
+    ),
     # inputs
-    ParameterSpec("input_mode", "both", "Which inputs feed the map: PointCloud2, RGB-D images, or both.",
-                  choices=INPUT_MODES),
+    ParameterSpec(
+        "input_mode",
+        "both",
+        "Which inputs feed the map: PointCloud2, RGB-D images, or both.",
+        choices=INPUT_MODES,
+    ),
     ParameterSpec("cloud_topic", "~/cloud", "sensor_msgs/PointCloud2 input (any frame)."),
     ParameterSpec("depth_topic", "~/depth", "sensor_msgs/Image depth input (16UC1 mm or 32FC1 m)."),
     ParameterSpec("color_topic", "~/color", "sensor_msgs/Image color input (rgb8/bgr8/rgba8/bgra8)."),
     ParameterSpec("camera_info_topic", "~/camera_info", "sensor_msgs/CameraInfo of the depth camera."),
     ParameterSpec("pose_topic", "~/pose", "geometry_msgs/PoseStamped: sensor pose in the fixed frame."),
     ParameterSpec("odom_topic", "~/odom", "nav_msgs/Odometry: sensor pose in the fixed frame."),
-    ParameterSpec("queue_depth", 5, "History depth of the sensor-data QoS input subscriptions.",
-                  low=1, high=100),
+    ParameterSpec(
+        "queue_depth", 5, "History depth of the sensor-data QoS input subscriptions.", low=1, high=100
+    ),
     ParameterSpec("min_depth", 0.1, "Depth pixels nearer than this are ignored [m].", low=0.0, high=100.0),
     ParameterSpec("max_depth", 6.0, "Depth pixels farther than this are ignored [m].", low=0.01, high=100.0),
     ParameterSpec("depth_stride", 2, "Use every n-th depth pixel in each direction.", low=1, high=16),
-    ParameterSpec("sync_tolerance", 0.02, "Max stamp difference depth/color/camera_info [s].",
-                  low=0.0, high=10.0),
-    ParameterSpec("sync_buffer", 10, "Messages buffered per RGB-D stream while waiting for a match.",
-                  low=1, high=1000),
+    ParameterSpec(
+        "sync_tolerance", 0.02, "Max stamp difference depth/color/camera_info [s].", low=0.0, high=10.0
+    ),
+    ParameterSpec(
+        "sync_buffer", 10, "Messages buffered per RGB-D stream while waiting for a match.", low=1, high=1000
+    ),
     # poses
-    ParameterSpec("pose_source", "auto",
-                  "auto: tf2 when installed, else pose/odom topics, else identity; or force one.",
-                  choices=POSE_SOURCES),
+    ParameterSpec(
+        "pose_source",
+        "auto",
+        "auto: tf2 when installed, else pose/odom topics, else identity; or force one.",
+        choices=POSE_SOURCES,
+    ),
     ParameterSpec("sensor_frame", "", "With topic poses: the only sensor frame accepted ('' = any)."),
-    ParameterSpec("pose_tolerance", 0.05, "Max stamp difference between a frame and its pose [s].",
-                  low=0.0, high=10.0),
+    ParameterSpec(
+        "pose_tolerance", 0.05, "Max stamp difference between a frame and its pose [s].", low=0.0, high=10.0
+    ),
     ParameterSpec("pose_buffer", 200, "Poses kept for stamp lookup.", low=1, high=100000),
     ParameterSpec("tf_timeout", 0.05, "How long a TF lookup may wait [s].", low=0.0, high=5.0),
     # model
-    ParameterSpec("checkpoint", "",
-                  "Model checkpoint; '' = uniseg3d_model/weights/default.pt, else a random small model."),
+    ParameterSpec(
+        "checkpoint",
+        "",
+        "Model checkpoint; '' = uniseg3d_model/weights/default.pt, else a random small model.",
+    ),
     ParameterSpec("device", "cpu", "torch device for inference ('cpu', 'cuda', 'cuda:1')."),
-    ParameterSpec("text_encoder", "minilm", "Text encoder: 'minilm' (offline) or 'openclip:<model>'."),
+    ParameterSpec(
+        "text_encoder",
+        "minilm",
+        "Text encoder: 'minilm' (offline), 'openclip:<model>' (+ weights) or 'hash' (tests).",
+    ),
+    ParameterSpec("text_encoder_weights", "", "Local weights file for an 'openclip:<model>' text encoder."),
     ParameterSpec("score_threshold", 0.3, "Default minimum instance score.", low=0.0, high=1.0),
-    ParameterSpec("top_k", 5, "Default number of ranked instances ~/refer returns.", low=1, high=1000),
-    ParameterSpec("max_instances", 100, "Most instances ~/segment and ~/open_vocab return.", low=1,
-                  high=10000),
-    ParameterSpec("nms", 0.5, "Mask IoU above which a lower-scored instance is suppressed.",
-                  low=0.0, high=1.0),
-    ParameterSpec("max_click_distance", 0.2, "Clicks farther than this from every map point fail [m].",
-                  low=0.0, high=100.0),
+    ParameterSpec("top_k", 1, "Ranked instances ~/refer returns when the request says 0.", low=1, high=1000),
+    ParameterSpec(
+        "max_instances", 100, "Most instances ~/segment and ~/open_vocab return.", low=1, high=10000
+    ),
+    ParameterSpec(
+        "nms", 0.5, "Mask IoU above which a lower-scored instance is suppressed.", low=0.0, high=1.0
+    ),
+    ParameterSpec(
+        "max_click_distance",
+        0.2,
+        "Clicks farther than this from every map point fail [m].",
+        low=0.0,
+        high=100.0,
+    ),
     # outputs and timers
-    ParameterSpec("auto_segment_period", 0.0, "Run ~/segment and publish every n seconds; 0 = off.",
-                  low=0.0, high=86400.0),
-    ParameterSpec("map_publish_rate", 1.0, "~/map_cloud publish rate [Hz] (only when the map changed).",
-                  low=0.0, high=100.0),
-    ParameterSpec("stats_period", 1.0, "~/stats (JSON counters) publish period [s]; 0 = off.",
-                  low=0.0, high=3600.0),
-    ParameterSpec("max_marker_points", 50000, "Instance points drawn in ~/markers (subsampled above).",
-                  low=1, high=10_000_000),
+    ParameterSpec(
+        "auto_segment_period",
+        0.0,
+        "Run ~/segment and publish every n seconds; 0 = off.",
+        low=0.0,
+        high=86400.0,
+    ),
+    ParameterSpec(
+        "map_publish_rate",
+        1.0,
+        "~/map_cloud publish rate [Hz] (only when the map changed).",
+        low=0.0,
+        high=100.0,
+    ),
+    ParameterSpec(
+        "stats_period", 1.0, "~/stats (JSON counters) publish period [s]; 0 = off.", low=0.0, high=3600.0
+    ),
+    ParameterSpec(
+        "max_marker_points",
+        50000,
+        "Instance points drawn in ~/markers (subsampled above).",
+        low=1,
+        high=10_000_000,
+    ),
 )
 
 SPECS: dict[str, ParameterSpec] = {s.name: s for s in PARAMETERS}
@@ -121,8 +173,9 @@ class NodeParams:
     checkpoint: str = ""
     device: str = "cpu"
     text_encoder: str = "minilm"
+    text_encoder_weights: str = ""
     score_threshold: float = 0.3
-    top_k: int = 5
+    top_k: int = 1
     max_instances: int = 100
     nms: float = 0.5
     max_click_distance: float = 0.2
@@ -180,12 +233,18 @@ def declare(node: Any) -> NodeParams:
         if spec.low is not None and spec.high is not None:
             constraints = f"in [{spec.low}, {spec.high}]"
             if isinstance(spec.default, float):
-                kw["floating_point_range"] = [FloatingPointRange(from_value=float(spec.low),
-                                                                 to_value=float(spec.high))]
+                kw["floating_point_range"] = [
+                    FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high))
+                ]
             else:
                 kw["integer_range"] = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high))]
-        descriptor = ParameterDescriptor(name=spec.name, description=spec.description,
-                                         additional_constraints=constraints, read_only=True, **kw)
+        descriptor = ParameterDescriptor(
+            name=spec.name,
+            description=spec.description,
+            additional_constraints=constraints,
+            read_only=True,
+            **kw,
+        )
         node.declare_parameter(spec.name, spec.default, descriptor)
     values = {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
     return NodeParams.from_mapping(values)

@@ -1,0 +1,472 @@
+"""Inference core of the node, pure Python: map snapshot -> superpoints -> encode -> per-task decode.
+
+:class:`InferenceEngine` holds a :class:`uniseg3d_model.model.UniSeg3D` (with its text
+encoder) and answers the node's five queries. The expensive part (superpoints, backbone
+and superpoint pooling, a KD-tree for click checks) is cached per ``MapSnapshot.version``,
+so queries against an unchanged map cost one decoder pass. Every query returns a
+:class:`QueryResult`; bad requests (empty map, empty text, no classes, clicks off the map)
+give ``success=False`` with a reason instead of raising.
+
+All geometry is in the map's fixed frame, metres. ``point_indices`` index the rows of the
+snapshot (``QueryResult.points``), which are also the rows of the segmented cloud.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EngineConfig", "InferenceEngine", "InstanceInfo", "QueryResult", "instance_stats", "load_engine"]
+
+
+@dataclass
+class InstanceInfo:
+    """One segmented object. ``point_indices`` (K,) int64 rows of the snapshot, ascending;
+    ``centroid``, ``bbox_min``, ``bbox_max`` (3,) float64 [m] in the fixed frame."""
+
+    id: int
+    class_id: int
+    label: str
+    score: float
+    centroid: np.ndarray
+    bbox_min: np.ndarray
+    bbox_max: np.ndarray
+    point_indices: np.ndarray
+
+    @property
+    def point_count(self) -> int:
+        return len(self.point_indices)
+
+
+@dataclass
+class QueryResult:
+    """Outcome of one query. On failure only ``success``, ``message`` and ``query`` are meaningful.
+
+    ``points`` (N, 3) float32 / ``colors`` (N, 3) float32 [0, 1]: the snapshot the indices refer to;
+    ``semantic`` (N,) int64 class index per point (-1 unknown) when the query computed one.
+    """
+
+    success: bool
+    message: str
+    instances: list[InstanceInfo] = field(default_factory=list)
+    class_names: list[str] = field(default_factory=list)
+    semantic: np.ndarray | None = None
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    colors: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    query: str = ""
+    map_version: int = -1
+    latency_ms: float = 0.0
+    cached: bool = False
+
+    @classmethod
+    def failure(cls, message: str, query: str) -> QueryResult:
+        return cls(False, message, query=query)
+
+    def point_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-point (label (N,) int32 class index, instance (N,) int32 instance id), -1 for none.
+
+        Points inside an instance take its class; others the semantic label (if any).
+        Where instances overlap, the earlier (better ranked) one wins."""
+        n = len(self.points)
+        label = np.full(n, -1, dtype=np.int32)
+        if self.semantic is not None and len(self.semantic) == n:
+            label[:] = self.semantic
+        instance = np.full(n, -1, dtype=np.int32)
+        for inst in reversed(self.instances):
+            instance[inst.point_indices] = inst.id
+            label[inst.point_indices] = inst.class_id
+        return label, instance
+
+
+def instance_stats(
+    points: np.ndarray, masks: np.ndarray, classes: Any, scores: Any, labels: list[str], first_id: int = 0
+) -> list[InstanceInfo]:
+    """masks (M, N) bool over ``points`` (N, 3) -> M :class:`InstanceInfo` with ids first_id.. in order.
+    Empty masks get zero centroid/bounds and no indices."""
+    pts = np.asarray(points, dtype=np.float64)
+    masks = np.asarray(masks, dtype=bool).reshape(-1, len(pts))
+    if not (len(masks) == len(classes) == len(scores) == len(labels)):
+        raise ValueError(
+            f"masks/classes/scores/labels lengths differ: {len(masks)}, {len(classes)}, "
+            f"{len(scores)}, {len(labels)}"
+        )
+    out = []
+    for k, mask in enumerate(masks):
+        idx = np.flatnonzero(mask)
+        sel = pts[idx]
+        zero = np.zeros(3)
+        out.append(
+            InstanceInfo(
+                id=first_id + k,
+                class_id=int(classes[k]),
+                label=str(labels[k]),
+                score=float(scores[k]),
+                centroid=sel.mean(0) if len(idx) else zero,
+                bbox_min=sel.min(0) if len(idx) else zero,
+                bbox_max=sel.max(0) if len(idx) else zero,
+                point_indices=idx.astype(np.int64),
+            )
+        )
+    return out
+
+
+def majority_class(semantic: np.ndarray, mask: np.ndarray) -> int:
+    """Most frequent non-negative class of ``semantic`` (N,) inside ``mask`` (N,) bool; -1 if none."""
+    vals = np.asarray(semantic)[np.asarray(mask, dtype=bool)]
+    vals = vals[vals >= 0]
+    return int(np.bincount(vals).argmax()) if len(vals) else -1
+
+
+def rank_by_overlap(
+    mask: np.ndarray, masks: np.ndarray, scores: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the ``k`` masks (M, N) with the highest IoU against ``mask`` (N,) (IoU > 0 only),
+    and their ranking scores IoU * score."""
+    masks = np.asarray(masks, dtype=bool).reshape(-1, len(mask))
+    if k <= 0 or len(masks) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    inter = (masks & mask[None]).sum(1)
+    union = (masks | mask[None]).sum(1)
+    iou = inter / np.maximum(union, 1)
+    rank = iou * np.asarray(scores, dtype=np.float64)
+    order = np.argsort(-rank, kind="stable")
+    order = order[iou[order] > 0][:k]
+    return order, rank[order]
+
+
+@dataclass
+class EngineConfig:
+    """Defaults used when a request leaves a field at 0."""
+
+    score_threshold: float = 0.3
+    top_k: int = 1
+    max_instances: int = 100
+    nms_iou: float = 0.5
+    max_click_distance: float = 0.2
+    min_points: int = 10
+    superpoint_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Prepared:
+    version: int
+    scene: Any  # SceneSample without prompts
+    encodings: list[Any]
+    tree: Any  # scipy cKDTree over scene points, built lazily
+    base_out: Any = None  # decoder output without prompts (segment), built lazily
+
+
+class InferenceEngine:
+    """Answers segment / refer / open-vocab / interactive queries against map snapshots.
+
+    ``model``: a UniSeg3D (``encode``/``decode``, ``class_names`` or ``cfg.class_names``);
+    ``class_names``: the closed-set vocabulary (defaults to the model's, else ScanNet20).
+    Not thread-safe: the node calls it from one mutually exclusive callback group.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        cfg: EngineConfig | None = None,
+        class_names: list[str] | None = None,
+        device: str = "cpu",
+        notes: list[str] | None = None,
+    ) -> None:
+        self.model = model
+        self.cfg = cfg or EngineConfig()
+        self.device = device
+        self.class_names = list(class_names or _model_class_names(model))
+        self.notes = list(notes or [])  # e.g. "random weights" warnings, for logs and docs
+        self._prep: _Prepared | None = None
+        self.encode_count = 0  # how many times the backbone ran (tests check caching)
+
+    # ----------------------------------------------------------------- caching
+    def invalidate(self) -> None:
+        self._prep = None
+
+    def _prepare(self, snapshot: Any) -> tuple[_Prepared, bool]:
+        version = int(snapshot.version)
+        if self._prep is not None and self._prep.version == version:
+            return self._prep, True
+        import torch
+
+        from uniseg3d_model.structures import SceneSample
+        from uniseg3d_model.superpoints import segment_points
+
+        points = np.array(snapshot.points, dtype=np.float32)  # writable copies (snapshots are read-only)
+        colors = np.array(snapshot.colors, dtype=np.float32)
+        sp = np.asarray(segment_points(points, colors, **self.cfg.superpoint_kwargs), dtype=np.int64)
+        scene = SceneSample(points=points, colors=colors, superpoints=sp, scene_id=f"map_v{version}")
+        with torch.inference_mode():
+            encodings = self.model.encode([scene])
+        self.encode_count += 1
+        self._prep = _Prepared(version, scene, encodings, None)
+        return self._prep, False
+
+    def _decode(self, prep: _Prepared, **prompts: Any) -> Any:
+        import torch
+
+        scene = replace(prep.scene, **prompts) if prompts else prep.scene
+        with torch.inference_mode():
+            return self.model.decode(prep.encodings, [scene])[0], scene
+
+    # ----------------------------------------------------------------- checks
+    def _check_map(self, snapshot: Any) -> str:
+        n = 0 if snapshot is None else len(snapshot.points)
+        if n == 0:
+            return "map is empty: no points integrated yet (publish clouds or RGB-D frames first)"
+        if n < self.cfg.min_points:
+            return f"map has only {n} points; at least {self.cfg.min_points} are needed"
+        return ""
+
+    @staticmethod
+    def _threshold(value: float, default: float) -> tuple[float, str]:
+        if not np.isfinite(value) or value < 0 or value > 1:
+            return default, f"score_threshold must be in [0, 1] (0 = node default), got {value}"
+        return (value if value > 0 else default), ""
+
+    def _run(self, snapshot: Any, query: str, fn: Any) -> QueryResult:
+        t0 = time.perf_counter()
+        reason = self._check_map(snapshot)
+        if reason:
+            return QueryResult.failure(reason, query)
+        try:
+            prep, cached = self._prepare(snapshot)
+            result = fn(prep)
+        except (RuntimeError, ValueError, IndexError) as exc:
+            return QueryResult.failure(f"{query} inference failed: {type(exc).__name__}: {exc}", query)
+        result.query, result.cached = query, cached
+        result.map_version = prep.version
+        result.points, result.colors = prep.scene.points, prep.scene.colors
+        result.latency_ms = 1e3 * (time.perf_counter() - t0)
+        return result
+
+    # ----------------------------------------------------------------- queries
+    def segment(self, snapshot: Any, score_threshold: float = 0.0) -> QueryResult:
+        """Panoptic run: instances (things, scored) + per-point semantic labels for the whole map."""
+        thr, err = self._threshold(score_threshold, self.cfg.score_threshold)
+        if err:
+            return QueryResult.failure(err, "segment")
+
+        def run(prep: _Prepared) -> QueryResult:
+            from uniseg3d_model import postprocess
+
+            if prep.base_out is None:
+                prep.base_out, _ = self._decode(prep)
+            out, scene = prep.base_out, prep.scene
+            pan = postprocess.panoptic(out, scene, score_threshold=thr)
+            pred, m = pan.instances, self.cfg.max_instances
+            insts = instance_stats(
+                scene.points,
+                _np(pred.masks)[:m],
+                _np(pred.classes)[:m],
+                _np(pred.scores)[:m],
+                list(pred.labels)[:m],
+            )
+            return QueryResult(
+                True,
+                f"{len(insts)} instances",
+                insts,
+                class_names=list(self.class_names),
+                semantic=np.asarray(pan.semantic, dtype=np.int64),
+            )
+
+        return self._run(snapshot, "segment", run)
+
+    def refer(self, snapshot: Any, text: str, top_k: int = 0) -> QueryResult:
+        """Referring: the text's mask first, then up to ``top_k - 1`` instances ranked by overlap with it."""
+        if not isinstance(text, str) or not text.strip():
+            return QueryResult.failure(
+                "text is empty: give a description such as 'the chair next to the table'", "refer"
+            )
+        if top_k < 0:
+            return QueryResult.failure(f"top_k must be >= 0 (0 = node default), got {top_k}", "refer")
+        k = top_k or self.cfg.top_k
+
+        def run(prep: _Prepared) -> QueryResult:
+            from uniseg3d_model import postprocess
+
+            out, scene = self._decode(prep, texts=[text.strip()])
+            masks, scores = postprocess.referring(out, scene)
+            mask, score = _np(masks)[0].astype(bool), float(_np(scores)[0])
+            semantic = np.asarray(postprocess.semantic(out, scene), dtype=np.int64)
+            cls = majority_class(semantic, mask)
+            label = self.class_names[cls] if 0 <= cls < len(self.class_names) else text.strip()
+            best = instance_stats(scene.points, mask[None], np.array([cls]), np.array([score]), [label])
+            cand = postprocess.instances(
+                out, scene, score_threshold=0.0, top_k=self.cfg.max_instances, nms_iou=self.cfg.nms_iou
+            )
+            alt = rank_by_overlap(mask, _np(cand.masks), _np(cand.scores), k - 1)
+            others = instance_stats(
+                scene.points,
+                _np(cand.masks)[alt[0]],
+                _np(cand.classes)[alt[0]],
+                alt[1],
+                [list(cand.labels)[i] for i in alt[0]],
+                first_id=1,
+            )
+            insts = [i for i in best + others if i.point_count > 0]
+            msg = f"'{text.strip()}' -> {best[0].point_count} points, score {score:.3f}"
+            return QueryResult(True, msg, insts, class_names=list(self.class_names), semantic=semantic)
+
+        return self._run(snapshot, "refer", run)
+
+    def open_vocab(self, snapshot: Any, class_names: list[str], score_threshold: float = 0.0) -> QueryResult:
+        """Open vocabulary: instances classified among ``class_names`` (any strings)."""
+        names = [str(c).strip() for c in (class_names or [])]
+        if not names:
+            return QueryResult.failure("class_names is empty: give at least one class name", "open_vocab")
+        blank = [i for i, c in enumerate(names) if not c]
+        if blank:
+            return QueryResult.failure(f"class_names[{blank[0]}] is empty", "open_vocab")
+        thr, err = self._threshold(score_threshold, self.cfg.score_threshold)
+        if err:
+            return QueryResult.failure(err, "open_vocab")
+
+        def run(prep: _Prepared) -> QueryResult:
+            from uniseg3d_model import postprocess
+
+            out, scene = self._decode(prep, vocabulary=names)
+            pred = postprocess.open_vocabulary(out, scene)
+            keep = np.flatnonzero(_np(pred.scores) >= thr)[: self.cfg.max_instances]
+            insts = instance_stats(
+                scene.points,
+                _np(pred.masks)[keep],
+                _np(pred.classes)[keep],
+                _np(pred.scores)[keep],
+                [list(pred.labels)[i] for i in keep],
+            )
+            return QueryResult(
+                True, f"{len(insts)} instances over {len(names)} classes", insts, class_names=names
+            )
+
+        return self._run(snapshot, "open_vocab", run)
+
+    def interactive(self, snapshot: Any, clicks: Any, max_click_distance: float = 0.0) -> QueryResult:
+        """Clicks (K, 3) in the fixed frame -> one instance per click (id = click index)."""
+        pts = np.asarray(clicks, dtype=np.float64).reshape(-1, 3) if np.size(clicks) else np.zeros((0, 3))
+        if len(pts) == 0:
+            return QueryResult.failure("clicks is empty: give at least one point", "interactive")
+        bad = np.flatnonzero(~np.isfinite(pts).all(axis=1))
+        if len(bad):
+            return QueryResult.failure(
+                f"clicks[{bad[0]}] is not finite: {pts[bad[0]].tolist()}", "interactive"
+            )
+        if max_click_distance < 0 or not np.isfinite(max_click_distance):
+            return QueryResult.failure(
+                f"max_click_distance must be >= 0, got {max_click_distance}", "interactive"
+            )
+        limit = max_click_distance or self.cfg.max_click_distance
+        reason = self._check_map(snapshot)
+        if reason:
+            return QueryResult.failure(reason, "interactive")
+        # distance check before any inference: a wrong click costs no model run
+        from scipy.spatial import cKDTree
+
+        prep_tree = (
+            self._prep.tree if self._prep is not None and self._prep.version == snapshot.version else None
+        )
+        tree = prep_tree if prep_tree is not None else cKDTree(np.asarray(snapshot.points, dtype=np.float64))
+        dist, _ = tree.query(pts)
+        far = np.flatnonzero(dist > limit)
+        if len(far):
+            i = int(far[0])
+            return QueryResult.failure(
+                f"clicks[{i}] {np.round(pts[i], 3).tolist()} is {dist[i]:.3f} m from the nearest map point "
+                f"(max_click_distance {limit} m)",
+                "interactive",
+            )
+
+        def run(prep: _Prepared) -> QueryResult:
+            from uniseg3d_model import postprocess
+
+            prep.tree = tree
+            out, scene = self._decode(prep, clicks=pts.astype(np.float32))
+            masks = _np(postprocess.interactive(out, scene)).astype(bool)
+            semantic = np.asarray(postprocess.semantic(out, scene), dtype=np.int64)
+            classes = np.array([majority_class(semantic, m) for m in masks], dtype=np.int64)
+            labels = [self.class_names[c] if 0 <= c < len(self.class_names) else "object" for c in classes]
+            insts = instance_stats(scene.points, masks, classes, np.ones(len(masks)), labels)
+            return QueryResult(
+                True,
+                f"{len(insts)} clicks segmented",
+                insts,
+                class_names=list(self.class_names),
+                semantic=semantic,
+            )
+
+        return self._run(snapshot, "interactive", run)
+
+
+def _np(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _model_class_names(model: Any) -> list[str]:
+    for owner in (model, getattr(model, "cfg", None)):
+        names = getattr(owner, "class_names", None)
+        if names:
+            return list(names)
+    from uniseg3d_model.data.labels import SCANNET20_CLASSES
+
+    return list(SCANNET20_CLASSES)
+
+
+def default_checkpoint() -> Path:
+    """The shipped model: ``uniseg3d_model/weights/default.pt`` (may be absent)."""
+    import uniseg3d_model
+
+    return Path(uniseg3d_model.__file__).resolve().parent / "weights" / "default.pt"
+
+
+def load_engine(
+    checkpoint: str = "",
+    device: str = "cpu",
+    text_encoder: str = "minilm",
+    cfg: EngineConfig | None = None,
+    text_encoder_weights: str = "",
+) -> InferenceEngine:
+    """Build the engine: ``checkpoint`` ('' = :func:`default_checkpoint` when present, else a
+    randomly initialised ``ModelConfig.small()`` model, reported in ``engine.notes``).
+    Raises ``FileNotFoundError`` for a named checkpoint that does not exist."""
+    import torch
+
+    notes: list[str] = []
+    path = Path(checkpoint).expanduser() if checkpoint else default_checkpoint()
+    if checkpoint and not path.is_file():
+        raise FileNotFoundError(f"checkpoint {checkpoint!r} does not exist")
+    if path.is_file():
+        from uniseg3d_model.checkpoint import load_checkpoint, read_checkpoint
+
+        trained_with = str(read_checkpoint(path).get("text_encoder", ""))
+        encoder = None
+        if text_encoder and text_encoder != trained_with:
+            from uniseg3d_model.text_encoders import build_text_encoder
+
+            encoder = build_text_encoder(text_encoder, **_encoder_kw(text_encoder, text_encoder_weights))
+            notes.append(f"text encoder {text_encoder!r} overrides the checkpoint's {trained_with!r}")
+        model, _meta = load_checkpoint(str(path), device=device, text_encoder=encoder)
+        notes.append(f"loaded checkpoint {path}")
+    else:
+        from uniseg3d_model.model import ModelConfig, UniSeg3D
+        from uniseg3d_model.text_encoders import build_text_encoder
+
+        encoder = build_text_encoder(text_encoder, **_encoder_kw(text_encoder, text_encoder_weights))
+        torch.manual_seed(0)  # the same random model in every process (tests compare node and engine)
+        model = UniSeg3D(ModelConfig.small(), encoder).to(device)
+        notes.append(
+            f"NO CHECKPOINT: {path} is missing and no 'checkpoint' parameter was given; "
+            "running a RANDOMLY INITIALISED small model - masks and labels are NOT meaningful"
+        )
+    model.eval()
+    return InferenceEngine(model, cfg, device=device, notes=notes)
+
+
+def _encoder_kw(name: str, weights: str) -> dict[str, Any]:
+    return {"weights": weights} if name.startswith("openclip:") and weights else {}

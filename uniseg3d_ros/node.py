@@ -1,0 +1,487 @@
+"""``uniseg3d_node``: the ROS 2 glue around the scene map and the inference engine.
+
+Threading: a MultiThreadedExecutor runs three callback groups. Sensor callbacks (clouds,
+RGB-D, poses) share one mutually exclusive group and only decode + fuse into the map
+(under a lock); services and the auto-segment timer share another, so inference never
+blocks sensor input; publishing timers (map cloud, stats) have a third. Queues are
+bounded everywhere (QoS depth, RGB-D sync buffer, pose buffer, map capacity).
+
+Topics, services and parameters: docs/ros_node.md. Logic lives in the tested pure modules
+(params, frames, rgbd_sync, engine, markers, scene_map, pointcloud2, rgbd).
+"""
+
+from __future__ import annotations
+
+import array
+import json
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import Point, PoseStamped
+from nav_msgs.msg import Odometry
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_msgs.msg import Header, String
+from std_srvs.srv import Trigger
+from uniseg3d_msgs.msg import InstanceResult
+from uniseg3d_msgs.srv import Interactive, OpenVocab, Refer, SaveMap, Segment
+from visualization_msgs.msg import MarkerArray
+
+from uniseg3d_ros import params as params_mod
+from uniseg3d_ros.engine import EngineConfig, InferenceEngine, QueryResult, load_engine
+from uniseg3d_ros.frames import (
+    PoseBuffer,
+    PoseResolver,
+    make_tf_lookup,
+    msg_pose_to_matrix,
+    stamp_msg,
+    stamp_to_sec,
+)
+from uniseg3d_ros.markers import build_markers, to_marker_array
+from uniseg3d_ros.pointcloud2 import cloud_to_arrays, points_to_cloud, segmented_cloud
+from uniseg3d_ros.rgbd import depth_to_points
+from uniseg3d_ros.rgbd_sync import RGBDSynchronizer, SyncedFrame, image_to_array
+from uniseg3d_ros.scene_map import SceneMap
+
+NODE_NAME = "uniseg3d_node"
+
+
+def instance_msgs(result: QueryResult) -> list[InstanceResult]:
+    out = []
+    for inst in result.instances:
+        m = InstanceResult(
+            id=int(inst.id),
+            class_id=int(inst.class_id),
+            label=inst.label,
+            score=float(inst.score),
+            point_count=int(inst.point_count),
+        )
+        m.centroid = Point(**dict(zip("xyz", map(float, inst.centroid))))
+        m.bbox_min = Point(**dict(zip("xyz", map(float, inst.bbox_min))))
+        m.bbox_max = Point(**dict(zip("xyz", map(float, inst.bbox_max))))
+        m.point_indices = array.array("I", inst.point_indices.astype(np.uint32).tobytes())
+        out.append(m)
+    return out
+
+
+class UniSeg3DNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.p = params_mod.declare(self)
+        p = self.p
+        self.counters: Counter[str] = Counter()
+        self._count_lock = threading.Lock()
+        self._warned: set[str] = set()
+        self.map = SceneMap(
+            voxel_size=p.voxel_size,
+            max_voxels=p.max_voxels,
+            max_range=p.max_range if p.max_range > 0 else None,
+        )
+        self.map_lock = threading.Lock()
+        self._last_stamp = 0.0
+        self._published_map_version = -1
+
+        self.sensor_group = MutuallyExclusiveCallbackGroup()
+        self.service_group = MutuallyExclusiveCallbackGroup()
+        self.output_group = MutuallyExclusiveCallbackGroup()
+
+        tf_lookup = None
+        if p.pose_source in ("auto", "tf"):
+            tf_lookup = make_tf_lookup(self, p.fixed_frame, p.tf_timeout)
+        if p.pose_source == "tf" and tf_lookup is None:
+            self.get_logger().error("pose_source 'tf' but tf2_ros is not installed; using pose topics")
+        self.resolver = PoseResolver(
+            p.fixed_frame,
+            "auto" if p.pose_source == "tf" and tf_lookup is None else p.pose_source,
+            PoseBuffer(p.pose_buffer, p.pose_tolerance),
+            tf_lookup,
+            p.sensor_frame,
+        )
+        self.sync = RGBDSynchronizer(p.sync_tolerance, p.sync_buffer)
+
+        sensor_qos = QoSProfile(**{**_qos_kwargs(qos_profile_sensor_data), "depth": p.queue_depth})
+        sub = self.create_subscription
+        if p.input_mode in ("cloud", "both"):
+            sub(PointCloud2, p.cloud_topic, self._on_cloud, sensor_qos, callback_group=self.sensor_group)
+        if p.input_mode in ("rgbd", "both"):
+            sub(
+                Image,
+                p.depth_topic,
+                lambda m: self._on_rgbd("depth", m),
+                sensor_qos,
+                callback_group=self.sensor_group,
+            )
+            sub(
+                Image,
+                p.color_topic,
+                lambda m: self._on_rgbd("color", m),
+                sensor_qos,
+                callback_group=self.sensor_group,
+            )
+            sub(
+                CameraInfo,
+                p.camera_info_topic,
+                lambda m: self._on_rgbd("info", m),
+                sensor_qos,
+                callback_group=self.sensor_group,
+            )
+        if self.resolver.active_source() != "tf" and p.pose_source in ("auto", "topic"):
+            sub(
+                PoseStamped,
+                p.pose_topic,
+                lambda m: self._on_pose(m.header, m.pose),
+                sensor_qos,
+                callback_group=self.sensor_group,
+            )
+            sub(
+                Odometry,
+                p.odom_topic,
+                lambda m: self._on_pose(m.header, m.pose.pose),
+                sensor_qos,
+                callback_group=self.sensor_group,
+            )
+
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self.pub_markers = self.create_publisher(MarkerArray, "~/markers", latched)
+        self.pub_segmented = self.create_publisher(PointCloud2, "~/segmented_cloud", latched)
+        self.pub_map = self.create_publisher(PointCloud2, "~/map_cloud", 1)
+        self.pub_stats = self.create_publisher(String, "~/stats", 10)
+
+        self.engine: InferenceEngine | None = None
+        self.engine_error = ""
+        try:
+            self.engine = load_engine(
+                p.checkpoint,
+                p.device,
+                p.text_encoder,
+                EngineConfig(
+                    score_threshold=p.score_threshold,
+                    top_k=p.top_k,
+                    max_instances=p.max_instances,
+                    nms_iou=p.nms,
+                    max_click_distance=p.max_click_distance,
+                ),
+                p.text_encoder_weights,
+            )
+            for note in self.engine.notes:
+                (self.get_logger().warning if note.startswith("NO CHECKPOINT") else self.get_logger().info)(
+                    note
+                )
+        except Exception as exc:  # noqa: BLE001 - any load failure leaves the node up, services say why
+            self.engine_error = f"model not loaded: {type(exc).__name__}: {exc}"
+            self.get_logger().error(self.engine_error)
+
+        srv = self.create_service
+        srv(Segment, "~/segment", self._guard(Segment, self._srv_segment), callback_group=self.service_group)
+        srv(Refer, "~/refer", self._guard(Refer, self._srv_refer), callback_group=self.service_group)
+        srv(
+            OpenVocab,
+            "~/open_vocab",
+            self._guard(OpenVocab, self._srv_open_vocab),
+            callback_group=self.service_group,
+        )
+        srv(
+            Interactive,
+            "~/interactive",
+            self._guard(Interactive, self._srv_interactive),
+            callback_group=self.service_group,
+        )
+        srv(
+            SaveMap, "~/save_map", self._guard(SaveMap, self._srv_save_map), callback_group=self.service_group
+        )
+        srv(
+            Trigger,
+            "~/clear_map",
+            self._guard(Trigger, self._srv_clear_map),
+            callback_group=self.service_group,
+        )
+
+        if p.auto_segment_period > 0:
+            self.create_timer(p.auto_segment_period, self._auto_segment, callback_group=self.service_group)
+        if p.map_publish_rate > 0:
+            self.create_timer(1.0 / p.map_publish_rate, self._publish_map, callback_group=self.output_group)
+        if p.stats_period > 0:
+            self.create_timer(p.stats_period, self.publish_stats, callback_group=self.output_group)
+        self.get_logger().info(
+            f"ready: input_mode={p.input_mode} pose_source={self.resolver.active_source()} "
+            f"fixed_frame={p.fixed_frame} voxel_size={p.voxel_size}"
+        )
+
+    # ------------------------------------------------------------------ bookkeeping
+    def count(self, key: str, n: int = 1) -> None:
+        with self._count_lock:
+            self.counters[key] += n
+
+    def warn_once(self, cause: str, message: str) -> None:
+        """Log the first occurrence of each cause; later ones only increment counters."""
+        if cause not in self._warned:
+            self._warned.add(cause)
+            self.get_logger().warning(f"{message} (further '{cause}' events are only counted in ~/stats)")
+
+    def stats(self) -> dict[str, Any]:
+        with self._count_lock:
+            out: dict[str, Any] = dict(self.counters)
+        with self.map_lock:
+            out.update(map_points=len(self.map), map_version=int(self.map.version))
+        out.update(
+            sync_buffered=len(self.sync),
+            sync_dropped=dict(self.sync.dropped),
+            pose_buffered=len(self.resolver.buffer),
+            pose_source=self.resolver.active_source(),
+            model_loaded=self.engine is not None,
+            encodes=self.engine.encode_count if self.engine is not None else 0,
+        )
+        return out
+
+    def publish_stats(self) -> None:
+        self.pub_stats.publish(String(data=json.dumps(self.stats(), sort_keys=True)))
+
+    # ------------------------------------------------------------------ inputs
+    def _on_pose(self, header: Any, pose: Any) -> None:
+        if header.frame_id.lstrip("/") != self.p.fixed_frame.lstrip("/"):
+            self.count("pose_wrong_frame")
+            self.warn_once(
+                "pose_wrong_frame",
+                f"pose in frame {header.frame_id!r}, expected {self.p.fixed_frame!r}; ignored",
+            )
+            return
+        try:
+            self.resolver.buffer.add(stamp_to_sec(header.stamp), msg_pose_to_matrix(pose))
+            self.count("poses")
+        except ValueError as exc:
+            self.count("malformed_pose")
+            self.warn_once("malformed_pose", f"malformed pose: {exc}")
+
+    def _pose_for(self, frame_id: str, stamp: float) -> np.ndarray | None:
+        res = self.resolver.resolve(frame_id, stamp)
+        if res.pose is None:
+            self.count(res.cause)
+            self.warn_once(f"{res.cause}:{frame_id}", res.reason)
+        return res.pose
+
+    def _integrate(
+        self, points: np.ndarray, colors: np.ndarray | None, pose: np.ndarray, stamp: float
+    ) -> None:
+        if colors is None:
+            colors = np.full(points.shape, 0.5, dtype=np.float32)
+        with self.map_lock:
+            self.map.integrate(points, colors, pose, stamp=stamp)
+            self._last_stamp = max(self._last_stamp, stamp)
+
+    def _on_cloud(self, msg: PointCloud2) -> None:
+        self.count("clouds")
+        try:
+            points, colors = cloud_to_arrays(msg)
+        except ValueError as exc:
+            self.count("malformed_cloud")
+            self.warn_once("malformed_cloud", f"malformed PointCloud2 dropped: {exc}")
+            return
+        stamp = stamp_to_sec(msg.header.stamp)
+        pose = self._pose_for(msg.header.frame_id, stamp)
+        if pose is not None and len(points):
+            self._integrate(points, colors, pose, stamp)
+            self.count("clouds_integrated")
+
+    def _on_rgbd(self, stream: str, msg: Any) -> None:
+        self.count(f"{stream}_msgs")
+        frame = self.sync.add(stream, stamp_to_sec(msg.header.stamp), msg)
+        if frame is not None:
+            self._integrate_rgbd(frame)
+
+    def _integrate_rgbd(self, frame: SyncedFrame) -> None:
+        try:
+            depth = image_to_array(frame.depth)
+            color = image_to_array(frame.color)
+            if color.shape[:2] != depth.shape:
+                raise ValueError(f"color {color.shape[:2]} and depth {depth.shape} sizes differ")
+            points, colors = depth_to_points(
+                depth,
+                color,
+                np.asarray(frame.info.k),
+                min_depth=self.p.min_depth,
+                max_depth=self.p.max_depth,
+                stride=self.p.depth_stride,
+            )
+        except ValueError as exc:
+            self.count("malformed_rgbd")
+            self.warn_once("malformed_rgbd", f"malformed RGB-D frame dropped: {exc}")
+            return
+        pose = self._pose_for(frame.depth.header.frame_id, frame.stamp)
+        if pose is not None and len(points):
+            self._integrate(points, colors, pose, frame.stamp)
+            self.count("rgbd_integrated")
+
+    # ------------------------------------------------------------------ outputs
+    def _header(self) -> Header:
+        return Header(frame_id=self.p.fixed_frame, stamp=stamp_msg(self._last_stamp))
+
+    def _publish_map(self) -> None:
+        with self.map_lock:
+            if self.map.version == self._published_map_version:
+                return
+            snap = self.map.snapshot()
+        self._published_map_version = snap.version
+        self.pub_map.publish(
+            points_to_cloud(self._header(), snap.points, snap.colors, msg_factory=PointCloud2)
+        )
+
+    def _segmented(self, result: QueryResult) -> PointCloud2:
+        label, instance = result.point_labels()
+        return segmented_cloud(
+            self._header(), result.points, result.colors, label, instance, msg_factory=PointCloud2
+        )
+
+    def publish_result(self, result: QueryResult) -> None:
+        specs = build_markers(
+            result.instances, result.points, max_points=self.p.max_marker_points, point_size=self.p.voxel_size
+        )
+        self.pub_markers.publish(to_marker_array(specs, self.p.fixed_frame, stamp_msg(self._last_stamp)))
+        self.pub_segmented.publish(self._segmented(result))
+
+    # ------------------------------------------------------------------ services
+    def _guard(self, srv_type: Any, handler: Any) -> Any:
+        """Wrap a handler: count the call, turn unexpected exceptions into success=false (never crash)."""
+        name = srv_type.__name__
+
+        def call(request: Any, response: Any) -> Any:
+            self.count(f"srv_{name}")
+            try:
+                response = handler(request, response)
+            except Exception as exc:  # noqa: BLE001 - a service must answer, whatever happened
+                self.count("srv_errors")
+                self.warn_once(f"srv_error:{name}:{type(exc).__name__}", f"{name} failed: {exc!r}")
+                response.success, response.message = False, f"internal error: {type(exc).__name__}: {exc}"
+            if not response.success:
+                self.count(f"srv_{name}_failed")
+            return response
+
+        return call
+
+    def _snapshot(self) -> Any:
+        with self.map_lock:
+            return self.map.snapshot()
+
+    def _query(self, response: Any, run: Any) -> QueryResult | None:
+        if self.engine is None:
+            response.success, response.message = False, self.engine_error or "model not loaded"
+            return None
+        result: QueryResult = run(self.engine, self._snapshot())
+        response.success, response.message = result.success, result.message
+        response.header = self._header()
+        response.latency_ms = float(result.latency_ms)
+        if result.success:
+            response.instances = instance_msgs(result)
+        return result
+
+    def _srv_segment(self, req: Segment.Request, resp: Segment.Response) -> Segment.Response:
+        result = self._query(resp, lambda e, s: e.segment(s, float(req.score_threshold)))
+        if result is not None and result.success:
+            resp.class_names = list(result.class_names)
+            resp.num_points = len(result.points)
+            if req.publish:
+                self.publish_result(result)
+            if req.return_cloud:
+                resp.segmented_cloud = self._segmented(result)
+        return resp
+
+    def _srv_refer(self, req: Refer.Request, resp: Refer.Response) -> Refer.Response:
+        result = self._query(resp, lambda e, s: e.refer(s, req.text, int(req.top_k)))
+        if result is not None and result.success:
+            self.publish_result(result)
+        return resp
+
+    def _srv_open_vocab(self, req: OpenVocab.Request, resp: OpenVocab.Response) -> OpenVocab.Response:
+        result = self._query(
+            resp, lambda e, s: e.open_vocab(s, list(req.class_names), float(req.score_threshold))
+        )
+        if result is not None and result.success:
+            self.publish_result(result)
+        return resp
+
+    def _srv_interactive(self, req: Interactive.Request, resp: Interactive.Response) -> Interactive.Response:
+        clicks = np.array([[c.x, c.y, c.z] for c in req.clicks], dtype=np.float64).reshape(-1, 3)
+        result = self._query(resp, lambda e, s: e.interactive(s, clicks, float(req.max_click_distance)))
+        if result is not None and result.success:
+            self.publish_result(result)
+        return resp
+
+    def _srv_save_map(self, req: SaveMap.Request, resp: SaveMap.Response) -> SaveMap.Response:
+        if not req.path.strip():
+            resp.success, resp.message = False, "path is empty: give a .ply or .npz file name"
+            return resp
+        path = Path(req.path).expanduser().resolve()
+        if path.suffix.lower() not in (".ply", ".npz"):
+            resp.success, resp.message = False, f"path must end in .ply or .npz, got {req.path!r}"
+            return resp
+        with self.map_lock:
+            n = len(self.map)
+            if n == 0:
+                resp.success, resp.message = False, "map is empty: nothing to save"
+                return resp
+            try:
+                self.map.save(str(path))
+            except OSError as exc:
+                resp.success, resp.message = False, f"cannot write {path}: {exc}"
+                return resp
+        resp.success, resp.message, resp.path, resp.num_voxels = True, f"saved {n} voxels", str(path), n
+        return resp
+
+    def _srv_clear_map(self, req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        with self.map_lock:
+            n = len(self.map)
+            self.map.clear()
+        self.sync.clear()
+        if self.engine is not None:
+            self.engine.invalidate()
+        self.pub_markers.publish(to_marker_array(build_markers([], np.zeros((0, 3))), self.p.fixed_frame))
+        resp.success, resp.message = True, f"cleared {n} voxels"
+        return resp
+
+    def _auto_segment(self) -> None:
+        if self.engine is None:
+            return
+        snap = self._snapshot()
+        if len(snap.points) == 0:
+            return
+        result = self.engine.segment(snap)
+        if result.success:
+            self.publish_result(result)
+        else:
+            self.warn_once("auto_segment", f"auto segment failed: {result.message}")
+
+
+def _qos_kwargs(profile: QoSProfile) -> dict[str, Any]:
+    return {
+        "history": profile.history,
+        "depth": profile.depth,
+        "reliability": profile.reliability,
+        "durability": profile.durability,
+    }
+
+
+def main(args: list[str] | None = None) -> None:
+    rclpy.init(args=args)
+    node = UniSeg3DNode()
+    executor = MultiThreadedExecutor(num_threads=4)
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
