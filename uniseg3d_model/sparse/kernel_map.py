@@ -80,24 +80,39 @@ def _check_reach(coords: torch.Tensor, reach: int, what: str) -> None:
         )
 
 
+def _rows(order: torch.Tensor | None, idx: torch.Tensor) -> torch.Tensor:
+    """Rows of sorted positions ``idx`` (identity when the rows are already sorted)."""
+    return idx if order is None else order[idx]
+
+
 def _search(
-    in_keys: torch.Tensor, in_order: torch.Tensor, queries: torch.Tensor, query_rows: torch.Tensor
+    in_keys: torch.Tensor,
+    in_order: torch.Tensor | None,
+    queries: torch.Tensor,
+    query_order: torch.Tensor | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Look ``queries`` up among sorted ``in_keys``; return matching (in_rows, query_rows)."""
+    """Look ``queries`` (the keys at sorted positions ``0..Q-1`` of the query side, shifted)
+    up among sorted ``in_keys``; return matching (in_rows, query_rows)."""
     if in_keys.numel() == 0 or queries.numel() == 0:
         empty = torch.zeros(0, dtype=torch.int64, device=queries.device)
         return empty, empty
     pos = torch.searchsorted(in_keys, queries)
     pos.clamp_(max=in_keys.numel() - 1)
-    found = in_keys[pos] == queries
-    hit = found.nonzero().squeeze(1)
-    return in_order[pos[hit]], query_rows[hit]
+    hit = (in_keys[pos] == queries).nonzero().squeeze(1)
+    return _rows(in_order, pos[hit]), _rows(query_order, hit)
 
 
 def submanifold_map(cache: CoordinateCache, stride: int, kernel_size: int, dilation: int = 1) -> KernelMap:
     """Map of a stride-1 ("submanifold") convolution at tensor stride ``stride``: outputs are the
-    input coordinates. Odd kernels use the symmetry ``map(-d) = swap(map(d))`` to search only
-    half the offsets, and the centre offset is the identity."""
+    input coordinates.
+
+    Odd kernels use the symmetry ``map(-d) = swap(map(d))`` (only half the offsets are looked
+    up) and the centre offset is the identity. With dilation 1 the lookups go per (dx, dy)
+    column: one ``searchsorted`` finds the lowest z of the column window, and the other z
+    offsets are read by stepping along the sorted keys (coordinates at stride ``s`` are
+    multiples of ``s``, so no key lies between z and z + s), i.e. 4 searches for a 3^3 kernel
+    instead of 26.
+    """
     key = ("subm", stride, kernel_size, dilation)
     if key in cache.maps:
         return cache.maps[key]
@@ -107,23 +122,59 @@ def submanifold_map(cache: CoordinateCache, stride: int, kernel_size: int, dilat
     volume = offsets.shape[0]
     _check_reach(coords, int(offsets.abs().max()), f"submanifold conv at stride {stride}")
     sorted_keys, order = cache.lookup_table(stride)
-    deltas = _offset_deltas(offsets)
     found: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]] = {}
-    odd = kernel_size % 2 == 1
-    for k in range(volume):
-        if k in found:
-            continue
-        if deltas[k] == 0:
-            found[k] = (None, None)
-            continue
-        in_rows, out_rows = _search(sorted_keys, order, sorted_keys + deltas[k], order)
-        found[k] = (in_rows, out_rows)
-        if odd:  # mirror offset: swap the roles of input and output rows
-            found[volume - 1 - k] = (out_rows, in_rows)
+    if kernel_size % 2 == 1 and dilation == 1 and n > 0:
+        _column_walk(sorted_keys, order, kernel_size, stride, found)
+    else:
+        deltas = _offset_deltas(offsets)
+        odd = kernel_size % 2 == 1
+        for k in range(volume):
+            if k in found:
+                continue
+            if deltas[k] == 0:
+                found[k] = (None, None)
+                continue
+            in_rows, out_rows = _search(sorted_keys, order, sorted_keys + deltas[k], order)
+            found[k] = (in_rows, out_rows)
+            if odd:  # mirror offset: swap the roles of input and output rows
+                found[volume - 1 - k] = (out_rows, in_rows)
     pairs = [(k, i, o) for k, (i, o) in sorted(found.items()) if i is None or i.numel() > 0]
     kmap = KernelMap(pairs, n, n, volume)
     cache.maps[key] = kmap
     return kmap
+
+
+def _column_walk(
+    keys: torch.Tensor,
+    order: torch.Tensor | None,
+    kernel_size: int,
+    stride: int,
+    found: dict[int, tuple[torch.Tensor | None, torch.Tensor | None]],
+) -> None:
+    """Fill ``found`` for an odd, undilated kernel (see :func:`submanifold_map`)."""
+    r = kernel_size // 2
+    volume = kernel_size**3
+    last = keys.numel() - 1
+    for dy in range(0, r + 1):
+        for dx in range(-r, r + 1):
+            if dy == 0 and dx < 0:
+                continue  # mirror of (-dx, 0)
+            base = keys + ((dx * stride) << (2 * COORD_BITS)) + ((dy * stride) << COORD_BITS) - r * stride
+            pos = torch.searchsorted(keys, base)
+            for j in range(kernel_size):
+                k = (dx + r) + kernel_size * ((dy + r) + kernel_size * j)
+                p = pos.clamp(max=last)
+                hit = keys[p] == (base + j * stride)
+                if k not in found:
+                    if k == (volume - 1) // 2:
+                        found[k] = (None, None)
+                    else:
+                        idx = hit.nonzero().squeeze(1)
+                        in_rows, out_rows = _rows(order, p[idx]), _rows(order, idx)
+                        found[k] = (in_rows, out_rows)
+                        found[volume - 1 - k] = (out_rows, in_rows)
+                if j < kernel_size - 1:
+                    pos = pos + hit
 
 
 def strided_coords(coords: torch.Tensor, out_stride: int) -> tuple[torch.Tensor, torch.Tensor]:

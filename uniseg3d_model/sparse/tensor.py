@@ -81,20 +81,24 @@ class CoordinateCache:
 
     def __init__(self) -> None:
         self.coords: dict[int, torch.Tensor] = {}
-        self.sorted_keys: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.sorted_keys: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.maps: dict[tuple, Any] = {}
 
     def register(self, stride: int, coords: torch.Tensor) -> None:
         self.coords[stride] = coords
 
-    def lookup_table(self, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(sorted_keys (M,), order (M,))`` of the coordinates at ``stride``: row ``order[i]``
-        has key ``sorted_keys[i]``."""
+    def lookup_table(self, stride: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(sorted_keys (M,), order (M,) or None)`` of the coordinates at ``stride``: row
+        ``order[i]`` has key ``sorted_keys[i]``; ``order`` is None when the rows are already
+        sorted (the usual case after :func:`voxelize`), which saves every row gather."""
         if stride not in self.sorted_keys:
             keys = pack_coords(self.coords[stride])
-            sorted_keys, order = torch.sort(keys)
-            if sorted_keys.numel() > 1 and bool((sorted_keys[1:] == sorted_keys[:-1]).any()):
-                raise ValueError(f"coords: duplicate coordinates at stride {stride}; voxelize first")
+            if keys.numel() > 1 and bool((keys[1:] > keys[:-1]).all()):
+                sorted_keys, order = keys, None
+            else:
+                sorted_keys, order = torch.sort(keys)
+                if sorted_keys.numel() > 1 and bool((sorted_keys[1:] == sorted_keys[:-1]).any()):
+                    raise ValueError(f"coords: duplicate coordinates at stride {stride}; voxelize first")
             self.sorted_keys[stride] = (sorted_keys, order)
         return self.sorted_keys[stride]
 
@@ -130,6 +134,8 @@ class SparseTensor:
             raise ValueError(f"feats must be floating point, got dtype {feats.dtype}")
         if int(stride) < 1:
             raise ValueError(f"stride must be a positive integer, got {stride}")
+        if int(stride) > 1 and coords.numel() and bool((coords[:, 1:] % int(stride) != 0).any()):
+            raise ValueError(f"coords: spatial coordinates at stride {stride} must be multiples of {stride}")
         self.coords = coords.to(device=feats.device, dtype=torch.int32)
         self.feats = feats
         self.stride = int(stride)
