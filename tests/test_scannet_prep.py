@@ -8,21 +8,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.scannet_scenes import TINY_OBJECTS, write_tiny_raw
+from tests.scannet_scenes import write_synthetic_raw
 from training.prepare_scannet import main as prepare_main
 from uniseg3d_model.data.labels import (
     IGNORE_INDEX,
+    IS_THING,
     NYU40_TO_SCANNET20,
-    SCANNET20_CLASSES,
     SCANNET200_CLASSES,
 )
 from uniseg3d_model.data.scannet import load_processed, prepare_scannet, prepare_scene
-from uniseg3d_model.data.scannet_io import read_label_map, read_ply, write_ply
+from uniseg3d_model.data.scannet_io import read_label_map, read_ply, read_segs, write_ply
+from uniseg3d_model.synthetic import SyntheticScene
+
+SCENE = "scene0000_00"
 
 
 @pytest.fixture(scope="module")
-def raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_raw(tmp_path_factory.mktemp("raw"))
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, SyntheticScene]]:
+    root = tmp_path_factory.mktemp("raw")
+    return root, write_synthetic_raw(root)
+
+
+@pytest.fixture(scope="module")
+def raw(generated: tuple[Path, dict[str, SyntheticScene]]) -> Path:
+    return generated[0]
 
 
 @pytest.mark.parametrize("binary", [True, False])
@@ -40,57 +49,63 @@ def test_ply_round_trip_keeps_custom_properties_and_faces(tmp_path: Path, binary
     np.testing.assert_array_equal(got["face"]["vertex_indices"], faces)
 
 
-def test_prepared_labels_match_the_raw_annotation(raw: Path) -> None:
-    scene = prepare_scene(raw / "scans" / "scene0000_00", "scene0000_00",
-                          read_label_map(raw / "scannetv2-labels.combined.tsv"))
-    truth = np.load(raw / "truth_scene0000_00.npz")
-    np.testing.assert_allclose(scene["points"], truth["points"], atol=1e-6)
-    assert scene["colors"].min() >= 0 and scene["colors"].max() <= 1
-    # superpoints: 0..S-1, same partition as the raw segIndices
-    sp, seg = scene["superpoints"], truth["seg"]
+def test_reads_the_generators_binary_meshes(generated: tuple[Path, dict[str, SyntheticScene]]) -> None:
+    raw, scenes = generated
+    mesh = read_ply(raw / "scans" / SCENE / f"{SCENE}_vh_clean_2.ply")
+    np.testing.assert_allclose(np.stack([mesh["vertex"][k] for k in "xyz"], 1), scenes[SCENE].vertices,
+                               atol=1e-6)
+    np.testing.assert_array_equal(mesh["face"]["vertex_indices"], scenes[SCENE].faces)
+
+
+def test_prepared_labels_match_the_generated_ground_truth(
+        generated: tuple[Path, dict[str, SyntheticScene]]) -> None:
+    raw, scenes = generated
+    truth = scenes[SCENE]
+    scene = prepare_scene(raw / "scans" / SCENE, SCENE, read_label_map(raw / "scannetv2-labels.combined.tsv"))
+    np.testing.assert_allclose(scene["points"], truth.vertices, atol=1e-6)
+    np.testing.assert_allclose(scene["colors"], truth.colors / 255.0, atol=1e-6)
+    # superpoints: 0..S-1, the same partition as the raw segIndices
+    seg = read_segs(raw / "scans" / SCENE / f"{SCENE}_vh_clean_2.0.010000.segs.json")
+    sp = scene["superpoints"]
     assert set(np.unique(sp)) == set(range(len(np.unique(seg))))
-    assert len(np.unique(sp * 10_000 + np.unique(seg, return_inverse=True)[1])) == len(np.unique(seg))
-    labels = truth["object"]  # per-vertex index into TINY_OBJECTS, -1 unannotated
-    for oi, (raw_name, _nyu40, name20, name200) in enumerate(TINY_OBJECTS):
-        m = labels == oi
-        want20 = SCANNET20_CLASSES.index(name20) if name20 else IGNORE_INDEX
-        assert np.all(scene["semantic20"][m] == want20), raw_name
-        assert np.all(scene["semantic200"][m] == SCANNET200_CLASSES.index(name200)), raw_name
-    assert np.all(scene["semantic20"][labels < 0] == IGNORE_INDEX)
-    assert np.all(scene["semantic200"][labels < 0] == IGNORE_INDEX)
-    # instances: every non wall/floor object, each exactly its vertices
-    things = [oi for oi, o in enumerate(TINY_OBJECTS) if o[0] not in ("wall", "floor")]
-    assert len(scene["instance_class"]) == len(things)
-    for inst, oi in enumerate(things):
-        np.testing.assert_array_equal(scene["instance"] == inst, labels == oi)
-        name20, name200 = TINY_OBJECTS[oi][2], TINY_OBJECTS[oi][3]
-        want = SCANNET20_CLASSES.index(name20) if name20 else IGNORE_INDEX
-        assert scene["instance_class"][inst] == want
-        assert scene["instance_class200"][inst] == SCANNET200_CLASSES.index(name200)
-    assert np.all(scene["instance"][np.isin(labels, [0, 1])] == IGNORE_INDEX)
-
-
-def test_semantic20_follows_nyu40_mapping(raw: Path) -> None:
-    scene = prepare_scene(raw / "scans" / "scene0000_00", "scene0000_00",
-                          read_label_map(raw / "scannetv2-labels.combined.tsv"))
-    nyu = read_ply(raw / "scans" / "scene0000_00" / "scene0000_00_vh_clean_2.labels.ply")["vertex"]["label"]
-    want = np.array([NYU40_TO_SCANNET20.get(int(v), IGNORE_INDEX) for v in nyu])
-    np.testing.assert_array_equal(scene["semantic20"], want)
+    assert len(np.unique(np.stack([sp, seg]), axis=1).T) == len(np.unique(seg))
+    want20 = np.array([NYU40_TO_SCANNET20.get(int(v), IGNORE_INDEX) for v in truth.semantic])
+    np.testing.assert_array_equal(scene["semantic20"], want20)
+    things = [o for o in truth.objects if o.raw_category not in ("wall", "floor")]
+    assert len(scene["instance_class"]) == len(things) >= 3
+    np.testing.assert_array_equal(scene["instance_object_id"], [o.object_id for o in things])
+    for inst, obj in enumerate(things):
+        mask = truth.instance == obj.object_id
+        np.testing.assert_array_equal(scene["instance"] == inst, mask)
+        assert np.all(scene["semantic200"][mask] == SCANNET200_CLASSES.index(obj.raw_category))
+        assert scene["instance_class200"][inst] == SCANNET200_CLASSES.index(obj.raw_category)
+        c20 = obj.scannet20
+        assert scene["instance_class"][inst] == (c20 if c20 >= 0 and IS_THING[c20] else IGNORE_INDEX)
+    for obj in truth.objects:
+        if obj.raw_category in ("wall", "floor"):
+            mask = truth.instance == obj.object_id
+            assert np.all(scene["instance"][mask] == IGNORE_INDEX)
+            assert np.all(scene["semantic200"][mask] == SCANNET200_CLASSES.index(obj.raw_category))
 
 
 def test_prepare_scannet_writes_splits_and_joins_scanrefer(raw: Path, tmp_path: Path) -> None:
+    entries = json.loads((raw / "ScanRefer_filtered_train.json").read_text())
+    extra = tmp_path / "extra.json"  # one sentence naming an object the scene does not have
+    extra.write_text(json.dumps([{**entries[0], "object_id": "999", "description": "a ghost"}]))
     with pytest.warns(UserWarning, match="1 sentence"):
-        counts = prepare_scannet(raw, tmp_path, scanrefer=[raw / "ScanRefer_filtered.json"], progress=False)
+        counts = prepare_scannet(raw, tmp_path / "out", progress=False,
+                                 scanrefer=[raw / "ScanRefer_filtered_train.json", extra])
     assert counts == {"train": 2, "val": 1}
-    assert sorted(p.name for p in (tmp_path / "train").iterdir()) == ["scene0000_00.npz", "scene0001_00.npz"]
-    val = load_processed(tmp_path / "val" / "scene0002_00.npz")
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "train").iterdir()) == ["scene0000_00.npz", "scene0001_00.npz"]
+    val = load_processed(out / "val" / "scene0002_00.npz")
     assert val["points"].dtype == np.float32 and val["superpoints"].dtype == np.int64
-    refs = json.loads((tmp_path / "train_referring.json").read_text())
-    assert len(refs) == 3  # the 4th train sentence names an object that does not exist
+    refs = json.loads((out / "train_referring.json").read_text())
+    assert len(refs) == len(entries) > 0  # every generated sentence joined, the ghost left out
     for r in refs:
-        scene = load_processed(tmp_path / "train" / f"{r['scene_id']}.npz")
+        scene = load_processed(out / "train" / f"{r['scene_id']}.npz")
         assert scene["instance_object_id"][r["instance"]] == r["object_id"]
-    assert len(json.loads((tmp_path / "val_referring.json").read_text())) == 1
+    assert json.loads((out / "val_referring.json").read_text()) == []
 
 
 def test_cli_prepares_with_skip_existing(raw: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -102,9 +117,9 @@ def test_cli_prepares_with_skip_existing(raw: Path, tmp_path: Path, capsys: pyte
 
 
 def _copy_scene(raw: Path, tmp_path: Path) -> Path:
-    dst = tmp_path / "scene0000_00"
+    dst = tmp_path / SCENE
     dst.mkdir()
-    for f in (raw / "scans" / "scene0000_00").iterdir():
+    for f in (raw / "scans" / SCENE).iterdir():
         (dst / f.name).write_bytes(f.read_bytes())
     return dst
 
