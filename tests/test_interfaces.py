@@ -332,7 +332,8 @@ def test_ros_env_isolates_domain_and_discovery(monkeypatch):
         assert a != b and 1 <= a <= 101 and 1 <= b <= 101
         env = rosutil.ros_env(a)
     assert env["ROS_DOMAIN_ID"] == str(a) and env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
-    assert env["LD_LIBRARY_PATH"].split(os.pathsep)[0] == str(rosutil.INSTALL_PREFIX / "lib")
+    assert str(rosutil.INSTALL_PREFIX / "lib") in env["LD_LIBRARY_PATH"].split(os.pathsep)
+    assert str(rosutil.REPO_ROOT) in env["PYTHONPATH"].split(os.pathsep)
     with pytest.raises(ValueError, match="domain_id=0"):
         rosutil.ros_env(0)
 
