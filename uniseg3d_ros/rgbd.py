@@ -116,7 +116,11 @@ def depth_to_points(
     ds = d[::stride, ::stride]
     z = ds.astype(np.float32)
     if depth_scale != 1.0:
-        z *= np.float32(depth_scale)
+        inv = 1.0 / depth_scale
+        if abs(inv - round(inv)) < 1e-9 * inv:  # e.g. 1 mm: divide by 1000 so 6000 mm is exactly 6.0 m
+            z /= np.float32(round(inv))
+        else:
+            z *= np.float32(depth_scale)
     # NaN compares False, so NaN/inf/0 all fail this test (inf fails z <= max_depth).
     with np.errstate(invalid="ignore"):
         valid = (z > 0) & (z >= min_depth) & (z <= max_depth)
