@@ -8,6 +8,7 @@ import numpy as np
 
 from uniseg3d_model.data.labels import IGNORE_INDEX, SCANNET20_CLASSES
 from uniseg3d_model.structures import SceneSample
+from uniseg3d_model.text_encoders import build_text_encoder
 
 C = {name: i for i, name in enumerate(SCANNET20_CLASSES)}
 BOXES = [  # centre xy, size xyz, class, colour, sentence
@@ -87,25 +88,5 @@ def make_room(seed: int = 0, density: float = 250.0, size: float = 2.0) -> Scene
 
 
 def text_encoder():
-    """The deterministic test text encoder (no weights)."""
-    try:
-        from uniseg3d_model.text_encoders import build_text_encoder
-    except ImportError:  # pragma: no cover - until text_encoders lands
-        return _LocalHashEncoder()
+    """The deterministic, weight-free test text encoder."""
     return build_text_encoder("hash")
-
-
-class _LocalHashEncoder:
-    name = "hash"
-    dim = 32
-
-    def encode(self, texts: list[str]):
-        import hashlib
-
-        import torch
-
-        rows = []
-        for t in texts:
-            seed = int(hashlib.md5(t.encode()).hexdigest()[:8], 16)
-            rows.append(torch.randn(self.dim, generator=torch.Generator().manual_seed(seed)))
-        return torch.stack(rows) if rows else torch.zeros(0, self.dim)

@@ -6,7 +6,8 @@ superpoint masks (S columns) and map the result to the scene's N points through
 
 Defaults follow the published UniSeg3D test settings where they exist: superpoint mask
 threshold 0.4, mask-score "object normalisation" (mean probability inside the mask),
-panoptic score threshold 0.5; ``top_k`` defaults to 100 (the paper's 600 is for AP).
+panoptic score threshold 0.5. Instance defaults are tuned for users (``score_threshold``
+0.1, ``top_k`` 100); the paper's AP protocol uses ``score_threshold=0.0, top_k=600``.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ def _stuff_ids(out: DecoderOutput, stuff_classes: tuple[str, ...]) -> list[int]:
 def instances(
     out: DecoderOutput,
     scene: SceneSample,
-    score_threshold: float = 0.0,
+    score_threshold: float = 0.1,
     top_k: int = 100,
     nms_iou: float | None = 0.5,
     min_points: int = 20,
@@ -171,7 +172,7 @@ def instances(
 def open_vocabulary(
     out: DecoderOutput,
     scene: SceneSample,
-    score_threshold: float = 0.0,
+    score_threshold: float = 0.1,
     top_k: int = 100,
     nms_iou: float | None = 0.5,
     min_points: int = 20,
