@@ -121,10 +121,13 @@ def _structure(room: Room, spacing: float) -> list[Placed]:
     out = [Placed("floor", floor_v, floor_f, np.ones(len(floor_v)),
                   OrientedBox(np.array([room.length / 2, room.width / 2, 0.0]),
                               np.array([room.length, room.width, 0.0])))]
+    ext = 0.02  # walls overlap at the corners and reach below the floor: no cracks to see through
     for k in range(4):
         start, along, length = room.wall_frame(k)
+        origin = np.array([start[0] - ext * along[0], start[1] - ext * along[1], -ext])
+        v, f = grid_quad(origin, np.array([0, 0, h + ext]),
+                         np.array([along[0], along[1], 0.0]) * (length + 2 * ext), spacing)
         origin = np.array([start[0], start[1], 0.0])
-        v, f = grid_quad(origin, np.array([0, 0, h]), np.array([along[0], along[1], 0.0]) * length, spacing)
         mid = origin + np.array([along[0], along[1], 0.0]) * length / 2 + np.array([0, 0, h / 2])
         yaw = float(np.arctan2(along[1], along[0]))
         box = OrientedBox(mid, np.array([length, 0.0, h]), yaw)
