@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
+import itertools
 import os
 import signal
 import subprocess
@@ -44,6 +45,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTALL_PREFIX = REPO_ROOT / "install"
 DOMAIN_ID_RANGE = range(1, 102)  # Fast DDS on Linux: ids 0..101 keep ports below the ephemeral range
 _LOCK_DIR = Path(tempfile.gettempdir()) / "uniseg3d_ros_domains"
+_LEASES = itertools.count()
 
 
 # --------------------------------------------------------------------------- paths and environment
@@ -131,6 +133,7 @@ def ros_domain() -> Iterator[int]:
     """Lease a ROS domain id no other cooperating process on this machine holds (file lock).
 
     Starts at a pid-derived id so parallel runs rarely contend; ``UNISEG3D_TEST_DOMAIN_ID`` forces one.
+    Leasing again in the same process starts at the next id, not at the one just released.
     Raises RuntimeError when every id in 1..101 is leased.
     """
     forced = os.environ.get("UNISEG3D_TEST_DOMAIN_ID")
@@ -139,7 +142,9 @@ def ros_domain() -> Iterator[int]:
         return
     _LOCK_DIR.mkdir(parents=True, exist_ok=True)
     ids = list(DOMAIN_ID_RANGE)
-    start = os.getpid() % len(ids)
+    # Successive leases of one process start at successive ids, so a test never reuses the domain of
+    # the test before it (whose killed processes could linger in discovery for a while).
+    start = (os.getpid() + next(_LEASES)) % len(ids)
     for domain_id in ids[start:] + ids[:start]:
         fd = os.open(_LOCK_DIR / f"{domain_id}.lock", os.O_CREAT | os.O_RDWR, 0o666)
         try:
