@@ -188,7 +188,7 @@ def test_converted_decoder_reproduces_the_official_decoder_math(model):
 
 
 def test_cli_writes_a_loadable_checkpoint_report_and_text_tower(tmp_path, model):
-    from tests.test_text_encoders import tiny_open_clip_state_dict
+    from tests.test_text_encoders import TINY, VOCAB, tiny_open_clip_state_dict
 
     official = official_like_state_dict()
     tower = tiny_open_clip_state_dict()
@@ -216,6 +216,13 @@ def test_cli_writes_a_loadable_checkpoint_report_and_text_tower(tmp_path, model)
     exported = torch.load(text_path, weights_only=True)
     assert set(exported) == {k for k in tower if not k.startswith(("visual.", "logit_scale"))}
     assert text_tower_state_dict(official).keys() == exported.keys()
+    if VOCAB is not None and VOCAB.is_file():  # the exported tower runs as our OpenCLIP encoder
+        direct = tmp_path / "direct.pt"
+        torch.save(tower, direct)
+        texts = ["the chair by the window", "a bed"]
+        via_official = build_text_encoder("openclip:tiny", weights=text_path, config=TINY).encode(texts)
+        via_open_clip = build_text_encoder("openclip:tiny", weights=direct, config=TINY).encode(texts)
+        assert torch.equal(via_official, via_open_clip)
 
 
 def test_cli_rejects_non_uniseg3d_checkpoint(tmp_path):

@@ -151,8 +151,19 @@ class OpenCLIPTextEncoder(TextEncoder):
                 if backend == "open_clip":
                     raise ImportError(f"backend='open_clip' but open_clip does not import: {exc}") from exc
             else:
-                clip = open_clip.create_model(model, pretrained=str(weights), device=self.device)
+                from uniseg3d_model import clip_text
+
+                # Random init, then only the text keys: works for full CLIP checkpoints and for
+                # text-tower-only files (e.g. convert_official --text-tower-out).
+                clip = open_clip.create_model(model, device=self.device)
                 clip.visual = torch.nn.Identity()  # only the text side is used
+                state = clip_text.text_state_dict(clip_text.load_weights_file(weights))
+                result = clip.load_state_dict(state, strict=False)
+                text_keys = set(clip_text.text_state_dict(clip.state_dict()))
+                missing = sorted(text_keys & set(result.missing_keys))
+                if missing or result.unexpected_keys:
+                    bad = missing or result.unexpected_keys
+                    raise ValueError(f"{weights}: open_clip text tower of {model} does not match: {bad[:5]}")
                 self._clip, self._tokenize = clip.eval(), open_clip.get_tokenizer(model)
                 self.backend = "open_clip"
         if self.backend == "builtin":
