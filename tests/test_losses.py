@@ -167,3 +167,18 @@ def test_prompt_instance_count_mismatch_raises(outputs):
     broken = [dataclasses.replace(scenes[0], click_instance=np.array([0, 1])), scenes[1]]
     with pytest.raises(ValueError, match="prompt instance ids"):
         UniSeg3DCriterion()(outs, broken)
+
+
+def test_scene_without_instances_or_prompt_targets_still_gives_a_finite_loss(outputs):
+    model, _, _ = outputs
+    room = make_room(seed=4, density=60.0)
+    stuff_only = dataclasses.replace(
+        room,
+        instance=np.full(room.num_points, IGNORE_INDEX),
+        instance_class=np.zeros(0, np.int64),
+        click_instance=None,
+        text_instance=None,
+    )
+    loss, logs = UniSeg3DCriterion()(model([stuff_only]), [stuff_only])
+    assert torch.isfinite(loss) and logs["click_bce"] == 0.0
+    loss.backward()

@@ -212,3 +212,14 @@ def test_tiny_model_overfits_one_scene():
     texts, _ = postprocess.referring(out, scene)
     assert np.mean([_iou(texts[k], gt[k]) for k in range(len(gt))]) > 0.9
     assert (postprocess.semantic(out, scene) == np.asarray(scene.semantic)).mean() > 0.95
+
+
+def test_rgb_only_input_needs_a_three_channel_backbone(room):
+    from uniseg3d_model.backbone import BackboneConfig
+
+    with pytest.raises(ValueError, match="in_channels must be 3"):
+        tiny_config(use_xyz=False)
+    cfg = tiny_config(use_xyz=False, backbone=BackboneConfig.small(in_channels=3))
+    with torch.no_grad():
+        (out,) = UniSeg3D(cfg, text_encoder()).eval()([room])
+    assert out.final.masks.shape[1] == room.num_superpoints

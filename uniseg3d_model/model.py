@@ -30,8 +30,11 @@ from uniseg3d_model.queries import QueryBuilder, click_superpoints, interaction_
 from uniseg3d_model.sparse import SparseTensor, voxelize
 from uniseg3d_model.structures import SceneSample
 
-#: input features per voxel: RGB mapped to [-1, 1] and xyz relative to the scene mean (metres)
+#: input features per voxel: RGB mapped to [-1, 1], then (``use_xyz``) xyz relative to the
+#: scene mean in metres, as UniSeg3D/OneFormer3D feed their U-Net
 IN_CHANNELS = 6
+#: vocabularies whose class-name embeddings the model keeps
+CLASS_CACHE_SIZE = 32
 
 
 @dataclass
@@ -42,6 +45,7 @@ class ModelConfig:
 
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(in_channels=IN_CHANNELS))
     voxel_size: float = 0.02
+    use_xyz: bool = True  # backbone input = rgb (+ centred xyz); backbone.in_channels must be 3 (6)
     class_names: tuple[str, ...] = SCANNET20_CLASSES
     stuff_classes: tuple[str, ...] = STUFF_CLASSES
     class_template: str = "{}"  # text fed to the text encoder for a class name
@@ -71,9 +75,11 @@ class ModelConfig:
             raise ValueError(f"query_ratio must be in (0, 1], got {self.query_ratio}")
         if not self.class_names:
             raise ValueError("class_names must not be empty")
-        if self.backbone.in_channels != IN_CHANNELS:
+        expected = IN_CHANNELS if self.use_xyz else 3
+        if self.backbone.in_channels != expected:
             raise ValueError(
-                f"backbone.in_channels must be {IN_CHANNELS} (rgb + xyz), got {self.backbone.in_channels}"
+                f"backbone.in_channels must be {expected} (use_xyz={self.use_xyz}), "
+                f"got {self.backbone.in_channels}"
             )
 
     @classmethod
@@ -159,6 +165,8 @@ class UniSeg3D(nn.Module):
         cached = self._class_cache.get(names)
         if cached is None:
             cached = self._encode_text([self.cfg.class_template.format(n) for n in names]).cpu()
+            if len(self._class_cache) >= CLASS_CACHE_SIZE:
+                self._class_cache.pop(next(iter(self._class_cache)))  # oldest vocabulary first
             self._class_cache[names] = cached
         return cached.to(self.device)
 
@@ -179,12 +187,15 @@ class UniSeg3D(nn.Module):
             if int(sp.min()) < 0:
                 raise ValueError(f"scene {scene.scene_id!r}: superpoints must be >= 0, got {int(sp.min())}")
             center = pts.mean(0)
-            point_feats = torch.cat([col * 2.0 - 1.0, pts - center], dim=1)
+            point_feats = col * 2.0 - 1.0
+            if self.cfg.use_xyz:
+                point_feats = torch.cat([point_feats, pts - center], dim=1)
             vox, inv = voxelize(pts, self.cfg.voxel_size)
             vox, inv = vox.to(dev), inv.to(dev)
             n_vox = vox.shape[0]
             counts = torch.bincount(inv, minlength=n_vox).clamp_min(1).unsqueeze(1).float()
-            vfeat = torch.zeros(n_vox, IN_CHANNELS, device=dev).index_add_(0, inv, point_feats) / counts
+            vfeat = point_feats.new_zeros(n_vox, point_feats.shape[1]).index_add_(0, inv, point_feats)
+            vfeat = vfeat / counts
             batch = torch.full((n_vox, 1), b, dtype=torch.int32, device=dev)
             coords.append(torch.cat([batch, vox.to(torch.int32)], dim=1))
             feats.append(vfeat)

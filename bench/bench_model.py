@@ -1,0 +1,118 @@
+"""UniSeg3D CPU latency: encode (backbone + superpoint pooling) once per scene, then one
+decoder pass per query against the cached encoding.
+
+Usage: python bench/bench_model.py [--sizes 25000 50000 100000] [--configs small paper]
+                                   [--repeats 5] [--threads 2] [--text-encoder minilm]
+
+Scenes are synthetic rooms (floor, wall, four boxes) with superpoints from
+``superpoints.segment_points``; weights are random (latency does not depend on them).
+Prints medians in milliseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.synthetic_room import make_room  # noqa: E402
+from uniseg3d_model import postprocess  # noqa: E402
+from uniseg3d_model.model import ModelConfig, UniSeg3D  # noqa: E402
+from uniseg3d_model.structures import SceneSample  # noqa: E402
+from uniseg3d_model.superpoints import segment_points  # noqa: E402
+from uniseg3d_model.text_encoders import build_text_encoder  # noqa: E402
+
+
+def scene_of_size(n: int) -> SceneSample:
+    """A room of about ``n`` points (4 m x 4 m floor, 1.5 m wall, four boxes)."""
+    room = make_room(seed=0, density=n / 25.0, size=4.0)
+    sp = segment_points(np.asarray(room.points), np.asarray(room.colors))
+    return SceneSample(points=room.points, colors=room.colors, superpoints=sp, scene_id=f"room{n}")
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def bench(model: UniSeg3D, scene: SceneSample, repeats: int) -> dict[str, float]:
+    with torch.no_grad():
+        enc = model.encode([scene])
+        text = SceneSample(
+            scene.points, scene.colors, scene.superpoints, texts=["the blue table in the middle"]
+        )
+        click = SceneSample(
+            scene.points, scene.colors, scene.superpoints, clicks=np.asarray(scene.points[:1])
+        )
+        counter = iter(range(10**9))
+
+        def new_sentence():
+            fresh = SceneSample(
+                scene.points, scene.colors, scene.superpoints, texts=[f"chair number {next(counter)}"]
+            )
+            out = model.decode(enc, [fresh], unified=False)[0]
+            postprocess.referring(out, fresh)
+
+        def cached_sentence():
+            out = model.decode(enc, [text], unified=False)[0]
+            postprocess.referring(out, text)
+
+        def one_click():
+            out = model.decode(enc, [click], unified=False)[0]
+            postprocess.interactive(out, click)
+
+        def full():
+            out = model.decode(enc, [scene])[0]
+            postprocess.panoptic(out, scene)
+
+        return {
+            "encode": median_ms(lambda: model.encode([scene]), repeats),
+            "text (new sentence)": median_ms(new_sentence, repeats),
+            "text (cached sentence)": median_ms(cached_sentence, repeats),
+            "click": median_ms(one_click, repeats),
+            "full decode + panoptic": median_ms(full, repeats),
+        }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[25_000, 50_000, 100_000])
+    ap.add_argument("--configs", nargs="+", default=["small", "paper"], choices=["small", "paper"])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--text-encoder", default="minilm")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    encoder = build_text_encoder(args.text_encoder)
+    print(f"torch {torch.__version__}, {args.threads} threads, text encoder {encoder.name}")
+    scenes = {n: scene_of_size(n) for n in args.sizes}
+    for name in args.configs:
+        torch.manual_seed(0)
+        cfg = ModelConfig.small() if name == "small" else ModelConfig.paper()
+        model = UniSeg3D(cfg, encoder).eval()
+        params = sum(p.numel() for p in model.parameters()) / 1e6
+        print(f"\n== {name} config ({params:.2f} M parameters), median ms over {args.repeats} runs")
+        header = None
+        for scene in scenes.values():
+            res = bench(model, scene, args.repeats)
+            if header is None:
+                header = ["points", "superpoints", *res]
+                print(" | ".join(header))
+            cells = [f"{scene.num_points}", f"{scene.num_superpoints}", *(f"{v:.1f}" for v in res.values())]
+            print(" | ".join(cells), flush=True)
+
+
+if __name__ == "__main__":
+    main()
