@@ -41,7 +41,10 @@ def test_vertex_labels_match_objects(office):
     for o in office.objects:
         mask = office.instance == o.object_id
         assert mask.sum() > 0
-        assert np.all(office.semantic[mask] == o.nyu40id)
+        assert np.all(office.semantic[mask] == (o.nyu40id if o.annotated else 0))
+    # annotated objects are numbered first, as in ScanNet's aggregation
+    flags = [o.annotated for o in office.objects]
+    assert flags == sorted(flags, reverse=True)
     # faces never join two objects
     f = office.faces
     assert np.all(office.instance[f[:, 0]] == office.instance[f[:, 1]])
@@ -71,6 +74,9 @@ def test_furniture_boxes_do_not_overlap():
         s = generate_scene(seed)
         things = [o for o in s.objects if o.raw_category not in STRUCTURE]
         for a, b in itertools.combinations(things, 2):
+            if a.object_id == b.support or b.object_id == a.support:  # touching, z intervals meet
+                assert abs(max(a.box.zmin, b.box.zmin) - min(a.box.zmax, b.box.zmax)) < 1e-9
+                continue
             assert not boxes_overlap(a.box, b.box), (seed, a.raw_category, b.raw_category)
 
 
@@ -84,7 +90,9 @@ def test_furniture_meshes_do_not_interpenetrate(office):
         remap = np.cumsum(ma) - 1
         rs = o3d.t.geometry.RaycastingScene()
         rs.add_triangles(office.vertices[ma], remap[fa].astype(np.uint32))
-        others = (office.instance != a.object_id) & np.isin(office.instance, [o.object_id for o in things])
+        near = [o.object_id for o in things
+                if a.object_id not in (o.object_id, o.support) and o.object_id != a.support]
+        others = np.isin(office.instance, near)
         dist = rs.compute_distance(office.vertices[others]).numpy()
         assert dist.min() > 0.005, a.raw_category
         assert not np.any(a.box.contains(office.vertices[others].astype(np.float64), margin=noise))
@@ -96,6 +104,32 @@ def test_every_scannet20_class_appears_across_room_types():
         s = generate_scene(100 + i, room_type=rtype)
         seen |= {SCANNET20_CLASSES[o.scannet20] for o in s.objects if o.scannet20 >= 0}
     assert seen == set(SCANNET20_CLASSES)
+
+
+def test_small_objects_stand_on_furniture():
+    found = 0
+    for seed in range(6):
+        s = generate_scene(seed)
+        for o in s.objects:
+            if o.support >= 0:
+                sup = s.object(o.support)
+                assert o.raw_category in ("box", "lamp", "book") and o.scannet20 == -1
+                assert abs(o.box.zmin - sup.box.zmax) < 1e-9
+                corners = np.column_stack([o.box.footprint(), np.full(4, sup.box.center[2])])
+                assert np.all(sup.box.grown(1e-6).contains(corners)), (seed, o.raw_category)
+                found += 1
+    assert found >= 3
+
+
+def test_rotated_boxes_overlap_test():
+    from uniseg3d_model.synthetic.geometry import OrientedBox
+
+    a = OrientedBox(np.array([0.0, 0.0, 0.5]), np.array([2.0, 0.2, 1.0]), 0.0)
+    b = OrientedBox(np.array([1.1, 0.9, 0.5]), np.array([2.0, 0.2, 1.0]), np.pi / 4)  # diagonal bar
+    assert not boxes_overlap(a, b)  # axis-aligned bounds would overlap; the oriented ones do not
+    assert boxes_overlap(a, OrientedBox(np.array([0.8, 0.6, 0.5]), np.array([2.0, 0.2, 1.0]), np.pi / 4))
+    assert not boxes_overlap(a, OrientedBox(np.array([0.0, 0.0, 1.5]), np.array([1.0, 1.0, 1.0])))
+    assert boxes_overlap(a, OrientedBox(np.array([0.0, 0.25, 0.5]), np.array([1.0, 0.2, 1.0])), margin=0.1)
 
 
 def test_bad_config_raises_value_error():

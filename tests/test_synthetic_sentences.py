@@ -33,7 +33,8 @@ def scenes():
 
 def _matches(scene, target, spec) -> set[int]:
     """Independent reading of a clause: every object of the target's family it describes."""
-    things = [o for o in scene.objects if o.raw_category not in ("wall", "floor")]
+    things = [o for o in scene.objects if o.raw_category not in ("wall", "floor") and o.annotated
+              and o.scannet20 >= 0]
     fam = [o for o in things if family(o) == family(target)]
     kind = spec["kind"]
     if kind == "only":
@@ -82,7 +83,7 @@ def test_ambiguous_color_clause_is_excluded():
     scene = generate_scene(11, room_type="office")
     refs = scene_referrals(scene, np.random.default_rng(0), SentenceConfig(max_per_object=100))
     emitted = {(r.object_id, r.spec.get("color")) for r in refs if r.spec["kind"] == "color"}
-    things = [o for o in scene.objects if o.raw_category not in ("wall", "floor")]
+    things = [o for o in scene.objects if o.raw_category not in ("wall", "floor") and o.scannet20 >= 0]
     for t in things:
         same = [o for o in things if family(o) == family(t) and o.color_name == t.color_name]
         if len(same) > 1:  # e.g. two gray chairs: "the gray chair" must never be written

@@ -257,6 +257,22 @@ def bench(rng: np.random.Generator, spacing: float) -> list[Part]:
     ]
 
 
+# Small objects standing on furniture (outside the ScanNet20 classes).
+def box_item(rng: np.random.Generator, spacing: float) -> list[Part]:
+    return [_box((_u(rng, 0.12, 0.4), _u(rng, 0.12, 0.35), _u(rng, 0.08, 0.3)), (0, 0, 0), spacing)]
+
+
+def lamp(rng: np.random.Generator, spacing: float) -> list[Part]:
+    base_r, pole_h = _u(rng, 0.07, 0.1), _u(rng, 0.25, 0.4)
+    shade_r, shade_h = _u(rng, 0.1, 0.15), _u(rng, 0.12, 0.2)
+    return [_cyl(base_r, 0.03, (0, 0, 0), spacing, 0.5), _cyl(0.012, pole_h, (0, 0, 0.03), spacing, 0.5),
+            _cyl(shade_r, shade_h, (0, 0, 0.03 + pole_h), spacing)]
+
+
+def book(rng: np.random.Generator, spacing: float) -> list[Part]:
+    return [_box((_u(rng, 0.15, 0.25), _u(rng, 0.2, 0.3), _u(rng, 0.02, 0.06)), (0, 0, 0), spacing)]
+
+
 # Wall-mounted and hanging objects: local bottom at z = 0, placed at a height by the layout.
 def door(rng: np.random.Generator, spacing: float) -> list[Part]:
     w, h, t = _u(rng, 0.8, 0.95), _u(rng, 2.0, 2.1), _u(rng, 0.03, 0.05)
@@ -303,7 +319,8 @@ BUILDERS: dict[str, Builder] = {
     "kitchen cabinet": kitchen_cabinet, "file cabinet": file_cabinet, "bookshelf": bookshelf,
     "refrigerator": refrigerator, "counter": counter, "toilet": toilet, "sink": sink, "bathtub": bathtub,
     "trash can": trash_can, "ottoman": ottoman, "bench": bench, "door": door, "window": window,
-    "picture": picture, "curtain": curtain, "shower curtain": shower_curtain,
+    "picture": picture, "curtain": curtain, "shower curtain": shower_curtain, "box": box_item, "lamp": lamp,
+    "book": book,
 }
 
 

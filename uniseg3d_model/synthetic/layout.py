@@ -77,6 +77,7 @@ class Placed:
     shade: np.ndarray  # (V,) colour scale per vertex
     box: OrientedBox
     wall: int = -1  # wall it stands against or hangs on, -1 for none
+    support: int = -1  # index in the placed list of the object it stands on, -1 for the floor
 
 
 @dataclass
@@ -184,6 +185,29 @@ class Layout:
                 return cand
         return None
 
+    def on_top(self, raw: str, support: int) -> Placed | None:
+        """Place a small object on top of ``self.placed[support]`` (touching it, inside its top)."""
+        parts = BUILDERS[raw](self.rng, self.spacing)
+        lo, hi = self._local_extent(parts)
+        sup = self.placed[support].box
+        radius = float(np.linalg.norm(hi[:2] - lo[:2])) / 2  # fits at any yaw
+        room = np.asarray(sup.size[:2]) / 2 - radius - 0.03
+        if np.any(room <= 0):
+            return None
+        others = [p.box for i, p in enumerate(self.placed) if i != support] + self.reserved
+        for _ in range(self.tries):
+            yaw = sup.yaw + float(self.rng.uniform(-math.pi, math.pi))
+            local = self.rng.uniform(-room, room)
+            c = sup.center[:2] + rotation_z(sup.yaw)[:2, :2] @ local
+            mid = rotation_z(yaw) @ np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, 0.0])
+            cand = self._pose(parts, yaw, np.array([c[0] - mid[0], c[1] - mid[1], sup.zmax]), raw, -1)
+            if cand.box.zmax < self.room.height and not any(boxes_overlap(cand.box, o, self.margin)
+                                                            for o in others):
+                cand.support = support
+                self.placed.append(cand)
+                return cand
+        return None
+
     def _curtain(self) -> Placed | None:
         windows = [p for p in self.placed if p.raw == "window"]
         if not windows:
@@ -250,8 +274,17 @@ class Layout:
         return p
 
 
-def furnish(room: Room, rng: np.random.Generator, spacing: float) -> list[Placed]:
-    """Fill ``room`` with the objects of its type (counts drawn per entry)."""
+#: Furniture small objects may stand on, and the objects they may hold.
+SUPPORTS: dict[str, tuple[str, ...]] = {
+    "table": ("box", "book", "lamp"), "dining table": ("box", "book"), "coffee table": ("book", "box"),
+    "desk": ("lamp", "book", "box"), "counter": ("box",), "cabinet": ("lamp", "box", "book"),
+    "kitchen cabinet": ("box",), "file cabinet": ("box", "book"),
+}
+
+
+def furnish(room: Room, rng: np.random.Generator, spacing: float, clutter: float = 1.0) -> list[Placed]:
+    """Fill ``room`` with the objects of its type (counts drawn per entry), then small objects
+    on tables, desks, counters and low cabinets (``clutter``: mean number per support)."""
     layout = Layout(room, rng, spacing)
     for raw, lo, hi, placement in ROOM_TYPES[room.room_type]:
         count = int(rng.integers(lo, hi + 1))
@@ -259,4 +292,11 @@ def furnish(room: Room, rng: np.random.Generator, spacing: float) -> list[Placed
             count = min(count, int(placement.split(":")[1]))
         for _ in range(count):
             layout.place(raw, placement)
+    for i in range(len(layout.placed)):
+        p = layout.placed[i]
+        if p.raw not in SUPPORTS or p.box.zmax > 1.3 or clutter <= 0:
+            continue
+        for _ in range(int(rng.poisson(clutter))):
+            kinds = SUPPORTS[p.raw]
+            layout.on_top(kinds[int(rng.integers(len(kinds)))], i)
     return layout.placed

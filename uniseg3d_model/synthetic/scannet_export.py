@@ -99,6 +99,8 @@ def export_scene(scene: SyntheticScene, root: str | Path, segments: np.ndarray |
                                              "segIndices": segs.tolist()}))
     groups = []
     for obj in scene.objects:
+        if not obj.annotated:  # an annotation gap: segments exist, no segGroup names them
+            continue
         seg_ids = np.unique(segs[scene.instance == obj.object_id])
         shared = np.isin(segs[scene.instance != obj.object_id], seg_ids)
         if np.any(shared):

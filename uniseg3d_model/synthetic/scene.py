@@ -35,6 +35,7 @@ CLASS_COLORS: dict[str, tuple[str, ...]] = {
     "counter": ("white", "gray", "black", "beige", "brown"),
     "refrigerator": ("white", "gray", "black"), "toilet": ("white", "beige"), "sink": ("white", "gray"),
     "bathtub": ("white", "beige"), "trash can": ("gray", "black", "blue", "green", "white"),
+    "box": ("brown", "beige", "white"),
 }
 
 
@@ -45,10 +46,15 @@ class SceneConfig:
     color_noise: float = 6.0  # std of per-vertex colour noise (0-255 units)
     surface_noise: float = 0.004  # std of per-vertex position jitter (metres), like scanner noise
     wall_height: tuple[float, float] = (2.4, 2.8)
+    clutter: float = 1.0  # mean number of small objects (box, lamp, book) per table/desk/counter/cabinet
+    unannotated: float = 0.3  # probability that a small object is left unannotated (label 0, no segGroup)
 
     def __post_init__(self) -> None:
         if not 0.005 <= self.spacing <= 0.5:
             raise ValueError(f"spacing must be in [0.005, 0.5] metres, got {self.spacing}")
+        if self.clutter < 0 or not 0.0 <= self.unannotated <= 1.0:
+            raise ValueError(f"clutter must be >= 0 and unannotated in [0, 1], got {self.clutter}, "
+                             f"{self.unannotated}")
         if not 0.0 <= self.surface_noise <= 0.02 or self.color_noise < 0:
             raise ValueError(f"surface_noise must be in [0, 0.02] m and color_noise >= 0, got "
                              f"{self.surface_noise}, {self.color_noise}")
@@ -66,6 +72,8 @@ class SyntheticObject:
     rgb: tuple[int, int, int]
     box: OrientedBox  # oriented bounding box, map frame
     wall: int = -1  # wall index it stands against / hangs on, -1 none
+    support: int = -1  # object_id of the furniture it stands on, -1 for the floor
+    annotated: bool = True  # False: left out of the aggregation, NYU40 label 0 (as ScanNet's gaps)
 
     @property
     def nyu40class(self) -> str:
@@ -99,7 +107,7 @@ class SyntheticScene:
     faces: np.ndarray  # (F, 3) int32
     colors: np.ndarray  # (V, 3) uint8 RGB
     semantic: np.ndarray  # (V,) int64 NYU40 id per vertex (0 = unannotated)
-    instance: np.ndarray  # (V,) int64 objectId per vertex (-1 = none)
+    instance: np.ndarray  # (V,) int64 object_id per vertex (also for unannotated objects)
     objects: list[SyntheticObject] = field(default_factory=list)
 
     @property
@@ -152,11 +160,16 @@ def generate_scene(seed: int, scene_id: str = "scene0000_00", config: SceneConfi
     (lx0, lx1), (ly0, ly1) = ROOM_SIZES[rtype]
     room = Room(float(rng.uniform(lx0, lx1)), float(rng.uniform(ly0, ly1)),
                 float(rng.uniform(*cfg.wall_height)), rtype)
-    placed = _structure(room, cfg.spacing) + furnish(room, rng, cfg.spacing)
+    structure = _structure(room, cfg.spacing)
+    placed = structure + furnish(room, rng, cfg.spacing, cfg.clutter)
+    annotated = [p.support < 0 or rng.random() >= cfg.unannotated for p in placed]
+    # ScanNet numbers annotated objects 0..K-1; unannotated ones come after them here.
+    order = sorted(range(len(placed)), key=lambda i: not annotated[i])  # stable: keeps placement order
+    new_id = {old: new for new, old in enumerate(order)}
 
     wall_color = _pick_color(rng, "wall")
     verts, faces, colors, sem, inst, objects, offset = [], [], [], [], [], [], 0
-    for oid, p in enumerate(placed):
+    for oid, p in enumerate(placed[i] for i in order):
         cname = wall_color if p.raw == "wall" else _pick_color(rng, p.raw)
         rgb = np.array(PALETTE[cname], dtype=np.float64)
         noise = rng.normal(0.0, cfg.color_noise, size=(len(p.vertices), 3)) if cfg.color_noise > 0 else 0.0
@@ -166,9 +179,12 @@ def generate_scene(seed: int, scene_id: str = "scene0000_00", config: SceneConfi
         verts.append(p.vertices + jitter)
         faces.append(p.faces + offset)
         colors.append(col)
-        sem.append(np.full(len(p.vertices), cat.nyu40id, dtype=np.int64))
+        labelled = annotated[order[oid]]
+        sem.append(np.full(len(p.vertices), cat.nyu40id if labelled else 0, dtype=np.int64))
         inst.append(np.full(len(p.vertices), oid, dtype=np.int64))
-        objects.append(SyntheticObject(oid, p.raw, cat.nyu40id, cname, PALETTE[cname], p.box, p.wall))
+        support = new_id[p.support + len(structure)] if p.support >= 0 else -1
+        objects.append(SyntheticObject(oid, p.raw, cat.nyu40id, cname, PALETTE[cname], p.box, p.wall,
+                                       support, labelled))
         offset += len(p.vertices)
     return SyntheticScene(
         scene_id=scene_id, seed=int(seed), room_type=rtype, room=room,

@@ -13,6 +13,9 @@ raw category). Clauses:
   optionally with the colour, and no other family member (with that colour) that near;
 * ``only``     -- the only object of its family in the room.
 
+Targets and anchors are the annotated furniture of the ScanNet20 classes (not walls, floors or
+small objects).
+
 Entries follow ScanRefer's JSON: ``scene_id``, ``object_id`` (string), ``object_name`` (raw
 category, spaces as underscores), ``ann_id`` (string), ``description``, ``token``.
 """
@@ -30,6 +33,11 @@ from uniseg3d_model.synthetic.geometry import footprint_gap
 from uniseg3d_model.synthetic.scene import SyntheticObject, SyntheticScene
 
 STRUCTURE = ("wall", "floor")
+
+
+def referable(obj: SyntheticObject) -> bool:
+    """Annotated furniture of a ScanNet20 thing class."""
+    return obj.annotated and obj.scannet20 >= 0 and obj.raw_category not in STRUCTURE
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,7 @@ def tokenize(text: str) -> list[str]:
 def satisfying(scene: SyntheticScene, target: SyntheticObject, spec: dict,
                cfg: SentenceConfig = SentenceConfig()) -> list[int]:
     """object_ids of the target's family that satisfy the clause ``spec`` (see module doc)."""
-    fam = [o for o in scene.objects if o.raw_category not in STRUCTURE and family(o) == family(target)]
+    fam = [o for o in scene.objects if referable(o) and family(o) == family(target)]
     kind = spec["kind"]
     if kind == "only":
         return [o.object_id for o in fam]
@@ -127,7 +135,7 @@ def _clauses(t: SyntheticObject, anchors: list[SyntheticObject], single: bool) -
 def scene_referrals(scene: SyntheticScene, rng: np.random.Generator,
                     cfg: SentenceConfig = SentenceConfig()) -> list[Referral]:
     """Up to ``cfg.max_per_object`` true, unambiguous descriptions per furniture object."""
-    things = [o for o in scene.objects if o.raw_category not in STRUCTURE]
+    things = [o for o in scene.objects if referable(o)]
     fam_count: dict[tuple, int] = {}
     for o in things:
         fam_count[family(o)] = fam_count.get(family(o), 0) + 1
