@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import ctypes
 import fcntl
-import itertools
 import os
 import signal
 import subprocess
@@ -45,7 +44,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTALL_PREFIX = REPO_ROOT / "install"
 DOMAIN_ID_RANGE = range(1, 102)  # Fast DDS on Linux: ids 0..101 keep ports below the ephemeral range
 _LOCK_DIR = Path(tempfile.gettempdir()) / "uniseg3d_ros_domains"
-_LEASES = itertools.count()
 
 
 # --------------------------------------------------------------------------- paths and environment
@@ -129,11 +127,12 @@ def ros_env(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, st
 
 
 @contextmanager
-def ros_domain() -> Iterator[int]:
+def ros_domain(cooldown: float = 30.0) -> Iterator[int]:
     """Lease a ROS domain id no other cooperating process on this machine holds (file lock).
 
-    Starts at a pid-derived id so parallel runs rarely contend; ``UNISEG3D_TEST_DOMAIN_ID`` forces one.
-    Leasing again in the same process starts at the next id, not at the one just released.
+    Starts at a pid-derived id so parallel runs rarely contend, and passes over ids released less than
+    ``cooldown`` s ago (by any process) while others are free: processes killed in the previous user
+    of a domain can linger in discovery for a while. ``UNISEG3D_TEST_DOMAIN_ID`` forces an id.
     Raises RuntimeError when every id in 1..101 is leased.
     """
     forced = os.environ.get("UNISEG3D_TEST_DOMAIN_ID")
@@ -142,22 +141,31 @@ def ros_domain() -> Iterator[int]:
         return
     _LOCK_DIR.mkdir(parents=True, exist_ok=True)
     ids = list(DOMAIN_ID_RANGE)
-    # Successive leases of one process start at successive ids, so a test never reuses the domain of
-    # the test before it (whose killed processes could linger in discovery for a while).
-    start = (os.getpid() + next(_LEASES)) % len(ids)
-    for domain_id in ids[start:] + ids[:start]:
-        fd = os.open(_LOCK_DIR / f"{domain_id}.lock", os.O_CREAT | os.O_RDWR, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue
-        try:
-            yield domain_id
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-        return
+    start = os.getpid() % len(ids)
+    order = ids[start:] + ids[:start]
+    for fresh_only in (True, False):
+        for domain_id in order:
+            path = _LOCK_DIR / f"{domain_id}.lock"
+            try:
+                fd, new = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666), True
+            except FileExistsError:
+                fd, new = os.open(path, os.O_RDWR), False
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            if fresh_only and not new and time.time() - os.fstat(fd).st_mtime < cooldown:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+                continue
+            try:
+                yield domain_id
+            finally:
+                os.utime(fd)  # marks the release time for the cooldown
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+            return
     raise RuntimeError(f"all ROS domain ids {ids[0]}..{ids[-1]} are leased (locks in {_LOCK_DIR})")
 
 
