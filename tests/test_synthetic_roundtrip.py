@@ -43,3 +43,32 @@ def test_prepared_scene_matches_generated_scene(tmp_path):
     unannotated = scene.semantic == 0
     assert np.all(p["instance"][unannotated] == IGNORE_INDEX)
     assert np.all(p["semantic200"][unannotated] == IGNORE_INDEX)
+
+
+def test_in_memory_sample_matches_prepared_dataset_labels(tmp_path):
+    from uniseg3d_model.data.dataset import select_instances
+    from uniseg3d_model.data.labels import IS_THING
+    from uniseg3d_model.synthetic.sample import scene_to_sample
+    from uniseg3d_model.synthetic.sentences import scene_referrals
+
+    cfg = SceneConfig(spacing=0.08, clutter=2.0, unannotated=0.5)
+    scene = generate_scene(36, "scene0036_00", cfg, room_type="office")
+    segs = segment_scene(scene)
+    export_scene(scene, tmp_path, segments=segs)
+    label_map = scannet_io.read_label_map(write_label_map(tmp_path))
+    p = scannet.prepare_scene(tmp_path / "scans" / "scene0036_00", "scene0036_00", label_map)
+    instance, inst_cls, _ = select_instances(p["instance"], p["instance_class"], IS_THING)
+
+    refs = scene_referrals(scene, np.random.default_rng(0))
+    s = scene_to_sample(scene, segs, refs, num_clicks=4)
+    assert np.array_equal(s.points, p["points"]) and np.allclose(s.colors, p["colors"])
+    assert np.array_equal(s.superpoints, p["superpoints"])
+    assert np.array_equal(s.semantic, p["semantic20"])
+    assert np.array_equal(s.instance, instance) and np.array_equal(s.instance_class, inst_cls)
+    assert len(s.texts) == len(refs) > 0
+    for text, inst in zip(s.texts, s.text_instance):
+        ref = next(r for r in refs if r.description == text)
+        assert np.array_equal(s.instance == inst, scene.instance == ref.object_id)
+    assert s.clicks.shape == (4, 3)
+    for c, inst in zip(s.clicks, s.click_instance):  # each click is a vertex of its instance
+        assert inst in s.instance[np.all(s.points == c, axis=1)]
