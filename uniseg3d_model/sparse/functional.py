@@ -24,13 +24,15 @@ def _kernel_at(kernel: torch.Tensor, k: int) -> torch.Tensor:
 def gather_gemm_scatter(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
     """``feats (n_in, C_in)``, ``kernel (K, C_in, C_out)`` (or ``(C_in, C_out)`` when K == 1)
     -> ``(n_out, C_out)``; no autograd bookkeeping."""
-    out = feats.new_zeros((kmap.n_out, kernel.shape[-1]))
-    for k, in_rows, out_rows in kmap.pairs:
-        w = _kernel_at(kernel, k)
-        if in_rows is None:
-            out.addmm_(feats, w)
-        else:
-            out.index_add_(0, out_rows, torch.mm(feats.index_select(0, in_rows), w))
+    pairs = kmap.pairs
+    ident = [p for p in pairs if p[1] is None]
+    if ident:  # the identity offset writes every row: start from it instead of zeros
+        out = torch.mm(feats, _kernel_at(kernel, ident[0][0]))
+        pairs = [p for p in pairs if p[1] is not None]
+    else:
+        out = feats.new_zeros((kmap.n_out, kernel.shape[-1]))
+    for k, in_rows, out_rows in pairs:
+        out.index_add_(0, out_rows, torch.mm(feats.index_select(0, in_rows), _kernel_at(kernel, k)))
     return out
 
 

@@ -1,0 +1,246 @@
+"""Backbone benchmark: forward time and peak memory of MinkUNet (pure-PyTorch backend) on CPU
+for synthetic 2 cm rooms of ~50k / 150k / 300k voxels, for the default (Res16UNet34C) and the
+small configuration, next to spconv 2.x (CPU) running the same U-Net topology and widths, and a
+matched single-layer comparison (3x3x3 submanifold conv, 32 -> 32 channels).
+
+Run: ``.venv/bin/python bench/bench_backbone.py [--threads N]`` (``--quick`` for a smoke run).
+All times are medians over ``--repeats`` runs, in seconds; every run starts from a fresh
+sparse tensor, so kernel-map construction is included (as for a new scan). Peak memory is the
+highest process RSS sampled every 2 ms during one forward, minus the RSS just before it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import psutil
+import torch
+from torch import nn
+
+from uniseg3d_model.backbone import BackboneConfig, MinkUNet, make_input
+from uniseg3d_model.sparse import SparseConv3d, SparseTensor, batch_coords, voxelize
+
+VOXEL = 0.02
+
+
+def synthetic_room(target_voxels: int, seed: int = 0) -> np.ndarray:
+    """Points (M, 3) metres on the surfaces of a room (floor, 4 walls, a few boxes) sized so that
+    voxelizing at 2 cm gives roughly ``target_voxels`` voxels."""
+    rng = np.random.default_rng(seed)
+    height = 2.5
+    # surface area ~ side^2 (floor) + 4 * side * height (walls) + boxes (~30% of the floor)
+    a, b, c = 1.3, 4 * height, -target_voxels * VOXEL**2
+    side = (-b + np.sqrt(b * b - 4 * a * c)) / (2 * a)
+    n = int(target_voxels * 4)
+    part = rng.integers(0, 6, n)
+    u, v = rng.uniform(0, side, n), rng.uniform(0, height, n)
+    pts = np.zeros((n, 3))
+    pts[part == 0] = np.c_[u, rng.uniform(0, side, n), np.zeros(n)][part == 0]
+    pts[part == 1] = np.c_[u, np.zeros(n), v][part == 1]
+    pts[part == 2] = np.c_[u, np.full(n, side), v][part == 2]
+    pts[part == 3] = np.c_[np.zeros(n), u, v][part == 3]
+    pts[part == 4] = np.c_[np.full(n, side), u, v][part == 4]
+    # boxes: tops of tables/cabinets at random heights
+    centres = rng.uniform(0.1 * side, 0.9 * side, (12, 2))
+    k = rng.integers(0, 12, n)
+    box = centres[k] + rng.uniform(-0.25, 0.25, (n, 2)) * side / 8
+    pts[part == 5] = np.c_[box, 0.4 + 0.1 * k][part == 5]
+    return pts + rng.normal(0, 0.003, pts.shape)
+
+
+class PeakRSS:
+    """Context manager sampling this process' RSS every 2 ms; ``.peak_mib`` above the start."""
+
+    def __enter__(self) -> PeakRSS:
+        self._proc = psutil.Process()
+        self._base = self._peak = self._proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._peak = max(self._peak, self._proc.memory_info().rss)
+            time.sleep(0.002)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, self._proc.memory_info().rss)
+        self.peak_mib = (self._peak - self._base) / 2**20
+
+
+def median_time(fn: Callable[[], object], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def spconv_unet(cfg: BackboneConfig) -> nn.Module:
+    """The same U-Net (stem, 4 strided k2 downsamplings with BasicBlocks, 4 inverse convs with
+    skip concatenation, 1x1 head) written with spconv layers, for timing only."""
+    import spconv.pytorch as sp
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, key: str) -> None:
+            super().__init__()
+            self.conv1 = sp.SubMConv3d(cin, cout, 3, bias=False, indice_key=key)
+            self.bn1 = nn.BatchNorm1d(cout)
+            self.conv2 = sp.SubMConv3d(cout, cout, 3, bias=False, indice_key=key)
+            self.bn2 = nn.BatchNorm1d(cout)
+            self.proj = nn.Linear(cin, cout, bias=False) if cin != cout else None
+
+        def forward(self, x):
+            out = self.conv1(x)
+            out = out.replace_feature(torch.relu(self.bn1(out.features)))
+            out = self.conv2(out)
+            res = x.features if self.proj is None else self.proj(x.features)
+            return out.replace_feature(torch.relu(self.bn2(out.features) + res))
+
+    def stage(cin: int, cout: int, n: int, key: str) -> nn.Sequential:
+        return nn.Sequential(*[Block(cin if i == 0 else cout, cout, key) for i in range(n)])
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            p, n, d0 = cfg.planes, cfg.layers, cfg.init_dim
+            self.stem = sp.SubMConv3d(
+                cfg.in_channels, d0, cfg.conv1_kernel_size, bias=False, indice_key="stem"
+            )
+            ins = [d0, p[0], p[1], p[2]]
+            self.down = nn.ModuleList(
+                [
+                    sp.SparseConv3d(ins[i], ins[i], 2, stride=2, bias=False, indice_key=f"d{i}")
+                    for i in range(4)
+                ]
+            )
+            self.enc = nn.ModuleList([stage(ins[i], p[i], n[i], f"s{2 ** (i + 1)}") for i in range(4)])
+            outs, skips, prev = p[4:], [p[2], p[1], p[0], d0], p[3]
+            self.up, self.dec = nn.ModuleList(), nn.ModuleList()
+            for j in range(4):
+                self.up.append(sp.SparseInverseConv3d(prev, outs[j], 2, bias=False, indice_key=f"d{3 - j}"))
+                self.dec.append(stage(outs[j] + skips[j], outs[j], n[4 + j], f"s{2 ** (3 - j)}"))
+                prev = outs[j]
+            self.final = nn.Linear(p[7], cfg.feature_dim)
+
+        def forward(self, x):
+            x = self.stem(x)
+            x = x.replace_feature(torch.relu(x.features))
+            skips = [x]
+            for i in range(4):
+                x = self.enc[i](self.down[i](x))
+                skips.append(x)
+            skips.pop()
+            for j in range(4):
+                x = self.up[j](x)
+                x = x.replace_feature(torch.cat([torch.relu(x.features), skips.pop().features], 1))
+                x = self.dec[j](x)
+            return self.final(x.features)
+
+    return Net()
+
+
+def spconv_input(coords: torch.Tensor, feats: torch.Tensor):
+    import spconv.pytorch as sp
+
+    c = coords.clone()
+    c[:, 1:] -= c[:, 1:].min(0).values
+    shape = (c[:, 1:].max(0).values + 1).tolist()
+    return sp.SparseConvTensor(feats, c.contiguous(), shape, int(c[:, 0].max()) + 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[50_000, 150_000, 300_000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--configs", nargs="+", default=["small", "default"], choices=["small", "default"])
+    parser.add_argument("--no-spconv", action="store_true")
+    parser.add_argument(
+        "--spconv-max-voxels",
+        type=int,
+        default=160_000,
+        help="skip the spconv full-network run above this many voxels (time budget)",
+    )
+    parser.add_argument("--quick", action="store_true", help="one small size, one repeat")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (1: stable figures on a shared machine)",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.repeats = [20_000], 1
+    try:
+        import spconv  # noqa: F401
+
+        have_spconv = not args.no_spconv
+    except ImportError:
+        have_spconv = False
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    sp_state = "yes" if have_spconv else "no"
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, spconv {sp_state}")
+    scenes = {}
+    for target in args.sizes:
+        vc, _ = voxelize(synthetic_room(target), VOXEL)
+        coords = batch_coords([vc])
+        scenes[target] = (coords, torch.rand(coords.shape[0], 6))
+
+    print("\n| config | voxels | ours fwd s | ours peak MiB | spconv fwd s | spconv peak MiB | spconv/ours |")
+    print("|---|---|---|---|---|---|---|")
+    for name in args.configs:
+        cfg = BackboneConfig.small(backend="torch") if name == "small" else BackboneConfig(backend="torch")
+        net = MinkUNet(cfg).eval()
+        ref = spconv_unet(cfg).eval() if have_spconv else None
+        for coords, feats in scenes.values():
+            with torch.no_grad():
+                with PeakRSS() as mem:  # first run: also the warm-up
+                    net(make_input(coords, feats[:, :3], feats[:, 3:]))
+                t_ours = median_time(
+                    lambda c=coords, f=feats, m=net: m(make_input(c, f[:, :3], f[:, 3:])), args.repeats
+                )
+                row = f"| {name} | {coords.shape[0]} | {t_ours:.2f} | {mem.peak_mib:.0f} |"
+                if ref is not None and coords.shape[0] <= args.spconv_max_voxels:
+                    with PeakRSS() as mem_sp:
+                        ref(spconv_input(coords, feats))
+                    t_sp = median_time(lambda c=coords, f=feats, m=ref: m(spconv_input(c, f)), args.repeats)
+                    row += f" {t_sp:.2f} | {mem_sp.peak_mib:.0f} | {t_sp / t_ours:.2f} |"
+                else:
+                    row += " - | - | - |"
+            print(row, flush=True)
+
+    print("\nSingle layer: 3x3x3 submanifold conv 32->32 on the full-resolution voxels (incl. kernel map)")
+    print("| voxels | ours s | ours, cached map s | spconv s | spconv/ours |")
+    print("|---|---|---|---|---|")
+    conv = SparseConv3d(32, 32, 3).eval()
+    for coords, _ in scenes.values():
+        f32 = torch.randn(coords.shape[0], 32)
+        with torch.no_grad():
+            t_ours = median_time(lambda c=coords, f=f32: conv(SparseTensor(c, f)), args.repeats + 2)
+            x = SparseTensor(coords, f32)
+            conv(x)
+            t_cached = median_time(lambda x=x: conv(x), args.repeats + 2)
+            row = f"| {coords.shape[0]} | {t_ours:.3f} | {t_cached:.3f} |"
+            if have_spconv:
+                import spconv.pytorch as sp
+
+                sconv = sp.SubMConv3d(32, 32, 3, bias=False).eval()
+                t_sp = median_time(lambda c=coords, f=f32, m=sconv: m(spconv_input(c, f)), args.repeats + 2)
+                row += f" {t_sp:.3f} | {t_sp / t_ours:.2f} |"
+            else:
+                row += " - | - |"
+        print(row, flush=True)
+
+
+if __name__ == "__main__":
+    main()
