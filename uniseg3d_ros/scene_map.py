@@ -61,9 +61,10 @@ def check_pose(pose: np.ndarray | None, name: str = "pose") -> np.ndarray:
 def transform_points(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
     """(N, 3) points in the sensor frame -> (N, 3) float32 in the fixed frame, ``p' = R p + t``."""
     T = np.asarray(pose)
-    out = np.asarray(points, dtype=np.float32) @ T[:3, :3].T.astype(np.float32)
-    out += T[:3, 3].astype(np.float32)
-    return out
+    P = np.ascontiguousarray(np.asarray(points, dtype=np.float32).T)
+    out = T[:3, :3].astype(np.float32) @ P
+    out += T[:3, 3].astype(np.float32)[:, None]
+    return np.ascontiguousarray(out.T)
 
 
 @dataclass
@@ -183,6 +184,12 @@ class SceneMap:
     def __len__(self) -> int:
         return self._n
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the voxel arrays (allocated capacity) and the hash table."""
+        arrays = sum(getattr(self, name).nbytes for name in self._ARRAYS)
+        return int(arrays + self._table.nbytes)
+
     # ------------------------------------------------------------------ integration
 
     def _prepare(self, points: np.ndarray, colors: np.ndarray | None, pose: np.ndarray | None):
@@ -197,49 +204,56 @@ class SceneMap:
             if c.shape != p.shape:
                 raise ValueError(f"colors must have shape {p.shape} like points, got {c.shape}")
         T = check_pose(pose)
-        p = p.astype(np.float32, copy=False)
-        keep = np.isfinite(p).all(axis=1)
+        # (3, N) layout: per-axis rows keep every reduction along the long, contiguous axis.
+        P = np.ascontiguousarray(p.T, dtype=np.float32)
+        keep = np.isfinite(P).all(axis=0)
         if self.max_range is not None:
-            keep &= np.einsum("ij,ij->i", p, p) <= np.float32(self.max_range) ** 2
-        pw = transform_points(p, T)
+            with np.errstate(invalid="ignore", over="ignore"):
+                keep &= np.einsum("ij,ij->j", P, P) <= np.float32(self.max_range) ** 2
+        W = T[:3, :3].astype(np.float32) @ P
+        W += T[:3, 3].astype(np.float32)[:, None]
         if self.crop_min is not None:
-            lo, hi = self.crop_min.astype(np.float32), self.crop_max.astype(np.float32)
-            keep &= np.all((pw >= lo) & (pw <= hi), axis=1)
-        with np.errstate(invalid="ignore"):
-            coords_f = np.floor(pw * np.float32(1.0 / self.voxel_size))
-        inside = np.all((coords_f >= COORD_MIN) & (coords_f <= COORD_MAX), axis=1)
-        if not np.all(inside[keep]):
-            warnings.warn(
-                f"{int(np.count_nonzero(keep & ~inside))} points lie beyond the map extent "
-                f"(+-{COORD_MAX * self.voxel_size:.0f} m) and were dropped",
-                UserWarning,
-                stacklevel=3,
-            )
-        keep &= inside
+            lo, hi = self.crop_min.astype(np.float32)[:, None], self.crop_max.astype(np.float32)[:, None]
+            with np.errstate(invalid="ignore"):
+                keep &= ((W >= lo) & (W <= hi)).all(axis=0)
         idx = None if keep.all() else np.flatnonzero(keep)
         if idx is not None:
             if idx.size == 0:
                 return None
-            pw, coords_f = pw[idx], coords_f[idx]
-        coords = coords_f.astype(np.int64)
-        keys, inverse, counts = group_voxels(coords)
+            W = W[:, idx]
+        F = np.floor(W * np.float32(1.0 / self.voxel_size))
+        if F.min() < COORD_MIN or F.max() > COORD_MAX:
+            inside = ((F >= COORD_MIN) & (F <= COORD_MAX)).all(axis=0)
+            warnings.warn(
+                f"{int(inside.size - np.count_nonzero(inside))} points lie beyond the map extent "
+                f"(+-{COORD_MAX * self.voxel_size:.0f} m) and were dropped",
+                UserWarning,
+                stacklevel=3,
+            )
+            sel = np.flatnonzero(inside)
+            if sel.size == 0:
+                return None
+            W, F = W[:, sel], F[:, sel]
+            idx = sel if idx is None else idx[sel]
+        keys, inverse, counts = group_voxels(F)
         u = keys.shape[0]
         psum = np.empty((u, 3), np.float64)
         csum = np.empty((u, 3), np.float64)
         for a in range(3):
-            psum[:, a] = np.bincount(inverse, weights=pw[:, a], minlength=u)
+            psum[:, a] = np.bincount(inverse, weights=W[a], minlength=u)
         if colors is None:
             csum[:] = counts[:, None] * _DEFAULT_GREY
         else:
             c = np.asarray(colors)
-            c = c[idx] if idx is not None else c
+            c = np.ascontiguousarray((c[idx] if idx is not None else c).T)  # (3, N) rows
             if c.dtype == np.uint8:
                 scale = 1.0 / 255.0
             else:
                 scale = 1.0
-                c = np.clip(np.nan_to_num(c.astype(np.float32), nan=_DEFAULT_GREY), 0.0, 1.0)
+                if not (np.isfinite(c).all() and c.min() >= 0.0 and c.max() <= 1.0):
+                    c = np.clip(np.nan_to_num(c.astype(np.float32), nan=_DEFAULT_GREY), 0.0, 1.0)
             for a in range(3):
-                csum[:, a] = np.bincount(inverse, weights=c[:, a], minlength=u) * scale
+                csum[:, a] = np.bincount(inverse, weights=c[a], minlength=u) * scale
         return keys, counts, psum, csum
 
     def integrate(

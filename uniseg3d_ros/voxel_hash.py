@@ -44,30 +44,32 @@ def group_voxels(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     """Group points by voxel.
 
     Args:
-        coords: (N, 3) int64 voxel coordinates (already range-checked).
+        coords: (3, N) integer-valued voxel coordinates (int64, or float from ``np.floor``), one row per
+            axis, already range-checked.
     Returns:
         keys: (U,) int64 unique keys, ascending.
         inverse: (N,) int64 group of each point.
         counts: (U,) int64 points per group.
 
-    Uses a single ``np.sort`` of (local key << index bits | point index) when the frame's extent fits
-    in 63 bits (always for a depth frame), which is several times faster than ``np.unique(...,
-    return_inverse=True)``'s argsort; falls back to ``np.unique`` otherwise.
+    Uses a single ``np.sort`` of (local key << index bits | point index) when the batch's extent fits
+    in 63 bits (always for a depth frame), several times faster than ``np.unique(...,
+    return_inverse=True)`` and its argsort; falls back to ``np.unique`` otherwise.
     """
-    n = coords.shape[0]
+    n = coords.shape[1]
     if n == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
-    cmin = coords.min(axis=0)
-    span = coords.max(axis=0) - cmin + 1
+    cmin = coords.min(axis=1)
+    cmin_i = cmin.astype(np.int64)
+    span = coords.max(axis=1).astype(np.int64) - cmin_i + 1
     bits = [int(s - 1).bit_length() for s in span]
     idx_bits = int(n - 1).bit_length()
     if sum(bits) + idx_bits > 63:
-        keys, inverse, counts = np.unique(pack_keys(coords), return_inverse=True, return_counts=True)
+        keys, inverse, counts = np.unique(pack_keys(coords.T), return_inverse=True, return_counts=True)
         return keys, inverse.reshape(-1), counts
-    local = coords - cmin
-    comb = (local[:, 0] << (bits[1] + bits[2] + idx_bits)) | (local[:, 1] << (bits[2] + idx_bits))
-    comb |= local[:, 2] << idx_bits
-    comb |= np.arange(n, dtype=np.int64)
+    shifts = (bits[1] + bits[2] + idx_bits, bits[2] + idx_bits, idx_bits)
+    comb = np.arange(n, dtype=np.int64)
+    for axis in range(3):  # local coordinates are small non-negative integers, exact in float32
+        comb |= (coords[axis] - cmin[axis]).astype(np.int64) << shifts[axis]
     comb.sort()
     order = comb & ((1 << idx_bits) - 1)
     lkey = comb >> idx_bits
@@ -79,7 +81,10 @@ def group_voxels(coords: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     inverse[order] = group_sorted
     first = np.flatnonzero(start)
     counts = np.diff(np.append(first, n))
-    keys = pack_keys(coords[order[first]])
+    lk = lkey[first]
+    local = np.stack([lk >> (bits[1] + bits[2]), (lk >> bits[2]) & ((1 << bits[1]) - 1),
+                      lk & ((1 << bits[2]) - 1)], axis=1)
+    keys = pack_keys(local + cmin_i)
     return keys, inverse, counts
 
 
@@ -100,11 +105,15 @@ class VoxelHashTable:
         self.capacity = capacity
         self._shift = np.uint64(64 - (capacity.bit_length() - 1))
         self._keys = np.full(capacity, _EMPTY, dtype=np.int64)
-        self._vals = np.zeros(capacity, dtype=np.int64)
+        self._vals = np.zeros(capacity, dtype=np.int32)  # ids < 2**31
         self.size = 0
 
     def __len__(self) -> int:
         return self.size
+
+    @property
+    def nbytes(self) -> int:
+        return int(self._keys.nbytes + self._vals.nbytes)
 
     def _slots(self, keys: np.ndarray) -> np.ndarray:
         h = keys.view(np.uint64) * _GOLDEN  # wraps modulo 2**64 (Fibonacci hashing)
