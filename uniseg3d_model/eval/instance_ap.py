@@ -120,7 +120,8 @@ class InstanceAPEvaluator:
         keep = pred_masks.sum(1) >= self.min_region_size
         pred_masks, pred_classes, pred_scores = pred_masks[keep], pred_classes[keep], pred_scores[keep]
         pred_sizes = pred_masks.sum(1)
-        inter = pred_masks.astype(np.int64) @ gt_masks.T.astype(np.int64)  # (M, G)
+        # float32 BLAS matmul: counts stay exact below 2**24 points
+        inter = (pred_masks.astype(np.float32) @ gt_masks.T.astype(np.float32)).astype(np.int64)  # (M, G)
         void_inter = pred_masks[:, void].sum(1)
         self.num_scenes += 1
 
