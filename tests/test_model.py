@@ -223,3 +223,14 @@ def test_rgb_only_input_needs_a_three_channel_backbone(room):
     with torch.no_grad():
         (out,) = UniSeg3D(cfg, text_encoder()).eval()([room])
     assert out.final.masks.shape[1] == room.num_superpoints
+
+
+def test_paper_preset_runs_forward_and_backward_on_a_tiny_scene():
+    scene = make_room(seed=6, density=50.0)
+    torch.manual_seed(0)
+    m = UniSeg3D(ModelConfig.paper(), text_encoder()).train()
+    outs = m([scene])
+    assert len(outs[0].layers) == 7 and outs[0].final.class_logits.shape[1] == 21
+    loss, _ = UniSeg3DCriterion(LossConfig())(outs, [scene])
+    loss.backward()
+    assert torch.isfinite(loss)
