@@ -233,6 +233,18 @@ def test_round_trip_through_real_sensor_msgs():
 
 
 @pytest.mark.ros
+def test_stand_in_header_is_copied_into_a_real_message():
+    msgs = pytest.importorskip("sensor_msgs.msg")
+    ser = pytest.importorskip("rclpy.serialization")
+    msg = pc2.points_to_cloud(pc2.Header(frame_id="cam", stamp=12.25), np.zeros((2, 3)),
+                              msg_factory=msgs.PointCloud2)
+    assert type(msg.header).__module__.startswith("std_msgs")
+    assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == ("cam", 12, 250_000_000)
+    wire = ser.deserialize_message(ser.serialize_message(msg), msgs.PointCloud2)
+    assert wire.header.frame_id == "cam"
+
+
+@pytest.mark.ros
 @pytest.mark.parametrize("bigendian", [False, True])
 def test_decodes_a_hand_built_real_message(bigendian: bool):
     msgs = pytest.importorskip("sensor_msgs.msg")

@@ -286,6 +286,27 @@ def _resolve_factories(msg_factory: Callable[[], Any] | None,
     return msg_factory, field_factory
 
 
+def _set_header(msg: Any, header: Any) -> None:
+    """Assign ``header``; a header of another type (e.g. the stand-in on a real message) is copied
+    field by field into the message's own header type (``frame_id``; ``stamp`` as Time or seconds)."""
+    own = getattr(msg, "header", None)
+    if own is None or type(own) is type(header):
+        msg.header = header
+        return
+    own.frame_id = str(getattr(header, "frame_id", ""))
+    stamp = getattr(header, "stamp", None)
+    if stamp is None:
+        pass
+    elif type(stamp) is type(own.stamp):
+        own.stamp = stamp
+    elif hasattr(stamp, "sec"):
+        own.stamp.sec, own.stamp.nanosec = int(stamp.sec), int(getattr(stamp, "nanosec", 0))
+    else:
+        ns = int(round(float(stamp) * 1e9))
+        own.stamp.sec, own.stamp.nanosec = ns // 1_000_000_000, ns % 1_000_000_000
+    msg.header = own
+
+
 def create_cloud(
     header: Any,
     values: np.ndarray,
@@ -337,7 +358,7 @@ def create_cloud(
     make_msg, make_field = _resolve_factories(msg_factory, field_factory)
     msg = make_msg()
     if header is not None:
-        msg.header = header
+        _set_header(msg, header)
     msg.height, msg.width = int(height), int(width)
     msg.fields = [make_field(name=n, offset=int(o), datatype=int(d), count=1)
                   for n, o, d in zip(names, offsets, dts)]
