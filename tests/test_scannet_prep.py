@@ -71,7 +71,7 @@ def test_prepared_labels_match_the_generated_ground_truth(
     assert len(np.unique(np.stack([sp, seg]), axis=1).T) == len(np.unique(seg))
     want20 = np.array([NYU40_TO_SCANNET20.get(int(v), IGNORE_INDEX) for v in truth.semantic])
     np.testing.assert_array_equal(scene["semantic20"], want20)
-    things = [o for o in truth.objects if o.raw_category not in ("wall", "floor")]
+    things = [o for o in truth.objects if o.annotated and o.raw_category not in ("wall", "floor")]
     assert len(scene["instance_class"]) == len(things) >= 3
     np.testing.assert_array_equal(scene["instance_object_id"], [o.object_id for o in things])
     for inst, obj in enumerate(things):
@@ -82,17 +82,25 @@ def test_prepared_labels_match_the_generated_ground_truth(
         c20 = obj.scannet20
         assert scene["instance_class"][inst] == (c20 if c20 >= 0 and IS_THING[c20] else IGNORE_INDEX)
     for obj in truth.objects:
-        if obj.raw_category in ("wall", "floor"):
+        if not obj.annotated:  # no segGroup: no instance, no ScanNet200 label (NYU40 0 -> IGNORE too)
+            mask = truth.instance == obj.object_id
+            assert np.all(scene["instance"][mask] == IGNORE_INDEX)
+            assert np.all(scene["semantic200"][mask] == IGNORE_INDEX)
+        elif obj.raw_category in ("wall", "floor"):
             mask = truth.instance == obj.object_id
             assert np.all(scene["instance"][mask] == IGNORE_INDEX)
             assert np.all(scene["semantic200"][mask] == SCANNET200_CLASSES.index(obj.raw_category))
 
 
-def test_prepare_scannet_writes_splits_and_joins_scanrefer(raw: Path, tmp_path: Path) -> None:
+def test_prepare_scannet_writes_splits_and_joins_scanrefer(
+        generated: tuple[Path, dict[str, SyntheticScene]], tmp_path: Path) -> None:
+    raw, scenes = generated
     entries = json.loads((raw / "ScanRefer_filtered_train.json").read_text())
+    unannotated = [e for e in entries if not scenes[e["scene_id"]].object(int(e["object_id"])).annotated]
+    entries = [e for e in entries if e not in unannotated]
     extra = tmp_path / "extra.json"  # one sentence naming an object the scene does not have
     extra.write_text(json.dumps([{**entries[0], "object_id": "999", "description": "a ghost"}]))
-    with pytest.warns(UserWarning, match="1 sentence"):
+    with pytest.warns(UserWarning, match=f"{len(unannotated) + 1} sentence"):
         counts = prepare_scannet(raw, tmp_path / "out", progress=False,
                                  scanrefer=[raw / "ScanRefer_filtered_train.json", extra])
     assert counts == {"train": 2, "val": 1}
@@ -101,7 +109,7 @@ def test_prepare_scannet_writes_splits_and_joins_scanrefer(raw: Path, tmp_path: 
     val = load_processed(out / "val" / "scene0002_00.npz")
     assert val["points"].dtype == np.float32 and val["superpoints"].dtype == np.int64
     refs = json.loads((out / "train_referring.json").read_text())
-    assert len(refs) == len(entries) > 0  # every generated sentence joined, the ghost left out
+    assert len(refs) == len(entries) > 0  # every sentence of an annotated object joined, the ghost left out
     for r in refs:
         scene = load_processed(out / "train" / f"{r['scene_id']}.npz")
         assert scene["instance_object_id"][r["instance"]] == r["object_id"]

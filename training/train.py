@@ -126,9 +126,23 @@ def default_validation(model: torch.nn.Module, dataset: ScanNetDataset, criterio
                 ref.add_scene(np.asarray(masks), gt)
     model.train()
     result = {"val_loss": float(np.mean(losses)), "val_miou": float(sem.compute()["miou"])}
-    if ref.compute().get("miou") is not None:
-        result["val_referring_miou"] = float(ref.compute()["miou"])
+    ref_miou = ref.compute().get("miou")
+    if ref_miou is not None and math.isfinite(ref_miou):
+        result["val_referring_miou"] = float(ref_miou)
     return result
+
+
+class LossModule(torch.nn.Module):
+    """Model + criterion as one module, so DDP sees only the loss as output: parameters whose
+    outputs the loss does not use this step (e.g. no sentences in a batch) are found unused."""
+
+    def __init__(self, model: torch.nn.Module, criterion: Any) -> None:
+        super().__init__()
+        self.model = model
+        self.criterion = criterion
+
+    def forward(self, scenes: list) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.criterion(self.model(scenes), scenes)
 
 
 class MetricsLog:
@@ -214,9 +228,9 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str =
         np.random.seed(cfg.seed + d.rank)  # noqa: NPY002 - legacy global stream, seeded for any user
         torch.manual_seed(cfg.seed + d.rank)
 
-    net = model
+    net: torch.nn.Module = LossModule(model, criterion)
     if d.distributed:
-        net = DistributedDataParallel(model, device_ids=[d.device.index] if cuda else None,
+        net = DistributedDataParallel(net, device_ids=[d.device.index] if cuda else None,
                                       find_unused_parameters=rc.find_unused_parameters)
     loader_gen = torch.Generator()  # keeps DataLoader seeding off the global RNG (exact resume)
     loader_gen.manual_seed(cfg.seed + d.rank)
@@ -253,7 +267,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str =
         for scenes in loader:
             t0 = time.perf_counter()
             with autocast():
-                loss, logs = criterion(net(scenes), scenes)
+                loss, logs = net(scenes)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {float(loss)} at step {step} (rank {d.rank})")
             optimizer.zero_grad(set_to_none=True)
@@ -280,10 +294,12 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str =
                 save(step, epoch, batch_in_epoch)
             if step >= stop:
                 break
-        else:
+        if batch_in_epoch >= steps_per_epoch:  # epoch complete (also when it ends exactly at stop)
             epoch, batch_in_epoch = epoch + 1, 0
             if val_set is not None and epoch % rc.eval_every == 0:
+                rng = ts.rng_state()  # validation must not shift the training RNG streams
                 metrics = validate(model, val_set, criterion, d.device)
+                ts.set_rng_state(rng)
                 bar.write(f"epoch {epoch}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
                 with (out / "val_metrics.jsonl").open("a") as fh:
                     fh.write(json.dumps({"step": step, "epoch": epoch, **metrics}) + "\n")

@@ -113,11 +113,14 @@ def load_train_state(ckpt: Path, rank: int) -> tuple[dict[str, Any], dict[str, A
 
 
 def parameter_hash(model: torch.nn.Module) -> str:
-    """SHA-256 over every parameter and buffer (names and exact bytes), for cross-rank checks."""
+    """SHA-256 over every trainable parameter (names and exact bytes), for cross-rank checks.
+
+    Buffers are left out: BatchNorm running statistics follow each rank's own batches between
+    DDP's buffer broadcasts (rank 0's are the ones checkpointed)."""
     import hashlib
 
     h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
+    for name, t in sorted(model.named_parameters()):
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
