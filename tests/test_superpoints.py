@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from uniseg3d_model.graph_segmentation import felzenszwalb_segment
 from uniseg3d_model.superpoints import pool, segment_mesh, segment_points
 
 
@@ -82,7 +83,27 @@ def reference_segmentator(v: np.ndarray, f: np.ndarray, kthr: float, min_verts: 
     return np.array([find(i) for i in range(len(v))])
 
 
-def test_segment_mesh_matches_reference_segmentator_on_noisy_mesh():
+@pytest.fixture(params=["python", "numba"])
+def backend(request, monkeypatch):
+    """Run a test with the pure-Python union-find and with the numba kernel (when installed)."""
+    if request.param == "numba":
+        pytest.importorskip("numba")
+    monkeypatch.setenv("UNISEG3D_NO_NUMBA", "1" if request.param == "python" else "0")
+    return request.param
+
+
+def test_graph_segmentation_backends_agree_on_random_graphs():
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(5)
+    for n, e, k, min_size in ((200, 800, 0.5, 5), (2000, 12000, 2.0, 30), (50, 40, 0.1, 3)):
+        a, b = rng.integers(0, n, e), rng.integers(0, n, e)
+        w = np.round(rng.random(e), 2)  # many ties: the stable edge order must match too
+        py = felzenszwalb_segment(n, a, b, w, k, min_size, backend="python")
+        nb = felzenszwalb_segment(n, a, b, w, k, min_size, backend="numba")
+        assert same_partition(py, nb)
+
+
+def test_segment_mesh_matches_reference_segmentator_on_noisy_mesh(backend):
     # A closed mesh: on open borders a vertex with one face has a normal exactly perpendicular
     # to that face's edges, and the convexity test becomes a floating-point coin toss.
     rng = np.random.default_rng(0)
@@ -223,7 +244,7 @@ def purity(segments: np.ndarray, surface: np.ndarray) -> float:
     return joint.max(axis=1).sum() / len(segments)
 
 
-def test_segment_points_splits_planes_from_boxes():
+def test_segment_points_splits_planes_from_boxes(backend):
     points, colors, surface = room_scene(1, 1)
     seg = segment_points(points, colors)
     assert seg.dtype == np.int64 and seg.shape == (len(points),)

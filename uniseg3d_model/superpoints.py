@@ -12,8 +12,9 @@ superpoint, then broadcast to points).
   cloud (a fused online map has no mesh), with PCA normals and a colour term.
 * :func:`pool` averages per-point features into per-superpoint features (autograd-friendly).
 
-The graph is built and sorted with numpy; only the inherently sequential union-find pass
-over the sorted edges is a Python loop (:func:`felzenszwalb_segment`).
+The graphs are built with numpy; the inherently sequential union-find pass over the sorted
+edges is :func:`uniseg3d_model.graph_segmentation.felzenszwalb_segment` (numba-compiled when
+numba is installed, a tight Python loop otherwise).
 """
 
 from __future__ import annotations
@@ -22,66 +23,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-
-def felzenszwalb_segment(
-    num_vertices: int, a: np.ndarray, b: np.ndarray, w: np.ndarray, k_thresh: float, min_size: int
-) -> np.ndarray:
-    """Felzenszwalb-Huttenlocher segmentation of a graph, then the small-segment merge.
-
-    a, b: (E,) int vertex ids of each edge; w: (E,) float weights. Edges are visited by
-    non-decreasing weight (stable sort). Two components merge when the edge weight is at most
-    both components' thresholds, a component's threshold being ``k_thresh`` initially and
-    ``w + k_thresh / size`` after each merge. A second pass over the same order merges any
-    component smaller than ``min_size`` with its neighbour. Returns (V,) int64 root ids.
-    """
-    order = np.argsort(w, kind="stable")
-    parent = list(range(num_vertices))
-    rank = [0] * num_vertices
-    size = [1] * num_vertices
-    thresh = [k_thresh] * num_vertices
-
-    # The union-find is inlined (path halving) because this loop runs once per edge.
-    for x, y, weight in zip(a[order].tolist(), b[order].tolist(), w[order].tolist()):
-        while parent[x] != x:
-            parent[x] = x = parent[parent[x]]
-        while parent[y] != y:
-            parent[y] = y = parent[parent[y]]
-        if x != y and weight <= thresh[x] and weight <= thresh[y]:
-            if rank[x] > rank[y]:
-                x, y = y, x
-            parent[x] = y
-            size[y] += size[x]
-            rank[y] += rank[x] == rank[y]
-            thresh[y] = weight + k_thresh / size[y]
-
-    roots = _roots(parent)
-    if min_size > 1:
-        # Sizes only grow, so edges between two already-large components can never merge.
-        comp_size = np.asarray(size)[roots]
-        small = (comp_size[a[order]] < min_size) | (comp_size[b[order]] < min_size)
-        for x, y in zip(a[order][small].tolist(), b[order][small].tolist()):
-            while parent[x] != x:
-                parent[x] = x = parent[parent[x]]
-            while parent[y] != y:
-                parent[y] = y = parent[parent[y]]
-            if x != y and (size[x] < min_size or size[y] < min_size):
-                if rank[x] > rank[y]:
-                    x, y = y, x
-                parent[x] = y
-                size[y] += size[x]
-                rank[y] += rank[x] == rank[y]
-        roots = _roots(parent)
-    return roots
-
-
-def _roots(parent: list[int]) -> np.ndarray:
-    """Root of every element of a union-find forest, by vectorized pointer jumping."""
-    p = np.asarray(parent, dtype=np.int64)
-    while True:
-        nxt = p[p]
-        if np.array_equal(nxt, p):
-            return p
-        p = nxt
+from uniseg3d_model.graph_segmentation import felzenszwalb_segment
 
 
 def _as_float_array(name: str, value: object, cols: int) -> np.ndarray:
@@ -178,7 +120,7 @@ def estimate_normals(points: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     (each row including the point itself). Returns (M, 3) unit vectors, sign arbitrary."""
     nb = points[neighbours]  # (M, k, 3)
     centred = nb - nb.mean(axis=1, keepdims=True)
-    cov = np.einsum("mki,mkj->mij", centred, centred)
+    cov = np.matmul(centred.transpose(0, 2, 1), centred)  # (M, 3, 3)
     _, vecs = np.linalg.eigh(cov)
     return vecs[:, :, 0]
 
@@ -193,6 +135,7 @@ def segment_points(
     min_verts: int = 20,
     color_weight: float = 0.5,
     max_edge_voxels: float = 2.5,
+    workers: int = 1,
 ) -> np.ndarray:
     """Over-segment a coloured point cloud (e.g. a fused online map) into superpoints.
 
@@ -202,6 +145,7 @@ def segment_points(
     dropped) gets weights ``1 - |n_a . n_b| + color_weight * |c_a - c_b| / sqrt(3)`` with
     unoriented PCA normals over ``k_normals`` neighbours; then the Felzenszwalb pass with
     ``k_thresh`` and the merge of segments with fewer than ``min_verts`` voxels.
+    ``workers``: threads for the k-NN query (-1: all cores).
     Returns (N,) int64 ids in 0..S-1; points in the same voxel share a superpoint.
     """
     p = _as_float_array("points", points, 3)
@@ -232,17 +176,16 @@ def segment_points(
     if m == 1:
         return np.zeros(len(p), dtype=np.int64)
 
-    tree = cKDTree(centroids)
-    kn = min(k_normals, m)
-    _, nidx = tree.query(centroids, k=kn)
-    normals = estimate_normals(centroids, nidx.reshape(m, kn))
-
-    ke = min(k_neighbors + 1, m)
-    dist, eidx = tree.query(centroids, k=ke, distance_upper_bound=max_edge_voxels * voxel_size)
-    dist, eidx = dist.reshape(m, ke)[:, 1:], eidx.reshape(m, ke)[:, 1:]
+    # One k-NN query serves both the normals (k_normals nearest, self included) and the graph
+    # edges (the k_neighbors nearest others within max_edge_voxels voxels).
+    kq = min(max(k_normals, k_neighbors + 1), m)
+    dist, nidx = cKDTree(centroids).query(centroids, k=kq, workers=workers)
+    dist, nidx = dist.reshape(m, kq), nidx.reshape(m, kq)
+    normals = estimate_normals(centroids, nidx[:, : min(k_normals, m)])
+    ke = min(k_neighbors + 1, kq)
     a = np.repeat(np.arange(m), ke - 1)
-    b = eidx.reshape(-1)
-    keep = np.isfinite(dist.reshape(-1)) & (b < m)
+    b = nidx[:, 1:ke].reshape(-1)
+    keep = dist[:, 1:ke].reshape(-1) <= max_edge_voxels * voxel_size
     a, b = a[keep], b[keep]
     lo, hi = np.minimum(a, b), np.maximum(a, b)  # undirected: drop the mirrored duplicates
     pairs = np.unique(lo * m + hi)
@@ -283,7 +226,6 @@ def pool(
 
 __all__ = [
     "estimate_normals",
-    "felzenszwalb_segment",
     "mesh_vertex_normals",
     "pool",
     "segment_mesh",
