@@ -12,6 +12,7 @@ import torch
 from tests.scannet_scenes import write_processed
 from uniseg3d_model.data.dataset import ScanNetDataset
 from uniseg3d_model.data.labels import IGNORE_INDEX, IS_THING, SCANNET200_CLASSES
+from uniseg3d_model.data.scannet import ScanNetDataset as ScanNetDatasetFromContract
 from uniseg3d_model.data.scannet import load_processed
 from uniseg3d_model.structures import SceneSample, collate_scenes
 
@@ -24,6 +25,7 @@ def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_item_is_a_scene_sample_with_scannet20_labels(processed: Path) -> None:
     ds = ScanNetDataset(processed, "train", num_clicks=10, num_texts=5)
     assert len(ds) == 2 and ds.scene_ids == ["scene0000_00", "scene0001_00"]
+    assert ScanNetDatasetFromContract is ScanNetDataset  # the contract names data.scannet.ScanNetDataset
     s = ds[0]
     raw = load_processed(processed / "train" / "scene0000_00.npz")
     assert isinstance(s, SceneSample) and s.vocabulary is None

@@ -183,3 +183,27 @@ def test_missing_scene_listed_in_split_file(raw: Path, tmp_path: Path) -> None:
     (other / "scannetv2_train.txt").write_text("scene0999_00\n")
     with pytest.raises(FileNotFoundError, match="scene0999_00"):
         prepare_scannet(other, tmp_path / "out", splits=["train"], progress=False)
+
+
+def test_worker_pool_gives_the_same_files(raw: Path, tmp_path: Path) -> None:
+    prepare_main(["--raw", str(raw), "--out", str(tmp_path / "a"), "--splits", "train"])
+    prepare_main(["--raw", str(raw), "--out", str(tmp_path / "b"), "--splits", "train", "--workers", "2"])
+    for name in ("scene0000_00.npz", "scene0001_00.npz"):
+        a, b = load_processed(tmp_path / "a/train" / name), load_processed(tmp_path / "b/train" / name)
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_test_split_needs_only_mesh_and_segments(raw: Path, tmp_path: Path) -> None:
+    other = tmp_path / "raw"
+    (other / "scans_test" / SCENE).mkdir(parents=True)
+    for suffix in ("_vh_clean_2.ply", "_vh_clean_2.0.010000.segs.json"):
+        name = f"{SCENE}{suffix}"
+        (other / "scans_test" / SCENE / name).write_bytes((raw / "scans" / SCENE / name).read_bytes())
+    (other / "scannetv2-labels.combined.tsv").write_text((raw / "scannetv2-labels.combined.tsv").read_text())
+    (other / "scannetv2_test.txt").write_text(SCENE + "\n")
+    assert prepare_scannet(other, tmp_path / "out", splits=["test"], progress=False) == {"test": 1}
+    scene = load_processed(tmp_path / "out" / "test" / f"{SCENE}.npz")
+    assert len(scene["points"]) > 0 and scene["superpoints"].max() > 0
+    assert np.all(scene["semantic20"] == IGNORE_INDEX) and np.all(scene["instance"] == IGNORE_INDEX)
+    assert scene["instance_class"].shape == (0,)

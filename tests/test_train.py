@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import socket
 import subprocess
@@ -146,4 +147,6 @@ def test_small_config_drives_the_loss_down(data: Path, tmp_path: Path) -> None:
     assert len(losses) == 40
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < 0.75 * first, (first, last)
-    assert (tmp_path / "run/val_metrics.jsonl").read_text().count("val_loss") == 1
+    (val,) = [json.loads(line) for line in (tmp_path / "run/val_metrics.jsonl").read_text().splitlines()]
+    assert val["step"] == 40 and val["epoch"] == 20 and val["val_loss"] > 0
+    assert 0.0 <= val["val_miou"] <= 1.0 and 0.0 <= val["val_pq"] <= 1.0

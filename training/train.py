@@ -106,29 +106,20 @@ def build_model(cfg: TrainConfig, device: torch.device) -> torch.nn.Module:
 
 def default_validation(model: torch.nn.Module, dataset: ScanNetDataset, criterion: Any,
                        device: torch.device) -> dict[str, float]:
-    """Validation loss, semantic mIoU and referring mIoU over ``dataset`` (rank 0, eval mode)."""
-    from uniseg3d_model import postprocess
-    from uniseg3d_model.eval import ReferringEvaluator, SemanticEvaluator
+    """Validation loss over ``dataset`` plus the six-task summary of :func:`training.evaluate.evaluate`
+    (PQ, mIoU, AP, interactive AP, referring mIoU, open-vocabulary AP); rank 0, eval mode."""
+    from training.evaluate import evaluate
 
-    names = dataset.vocabulary or list(model.cfg.class_names)
-    sem, ref = SemanticEvaluator(names), ReferringEvaluator()
     losses = []
     model.eval()
     with torch.no_grad():
         for i in range(len(dataset)):
             scene = dataset[i]
-            out = model([scene])
-            losses.append(float(criterion(out, [scene])[0]))
-            sem.add_scene(np.asarray(scene.semantic), postprocess.semantic(out[0], scene))
-            if scene.texts:
-                masks, _ = postprocess.referring(out[0], scene)
-                gt = np.stack([np.asarray(scene.instance) == t for t in scene.text_instance])
-                ref.add_scene(np.asarray(masks), gt)
+            losses.append(float(criterion(model([scene]), [scene])[0]))
+    summary = evaluate(model, dataset.root, dataset.split, progress=False)["summary"]
     model.train()
-    result = {"val_loss": float(np.mean(losses)), "val_miou": float(sem.compute()["miou"])}
-    ref_miou = ref.compute().get("miou")
-    if ref_miou is not None and math.isfinite(ref_miou):
-        result["val_referring_miou"] = float(ref_miou)
+    result = {"val_loss": float(np.mean(losses))}
+    result.update({f"val_{k}": float(v) for k, v in summary.items() if v is not None and math.isfinite(v)})
     return result
 
 
