@@ -160,6 +160,59 @@ def test_eviction_drops_least_recently_seen_then_fewest_observations():
     assert {(1, 0, 0), (3, 0, 0), (5, 0, 0), (0, 9, 0), (2, 9, 0)} <= kept
 
 
+def test_eviction_matches_a_sorted_reference_policy():
+    from uniseg3d_ros.voxel_hash import pack_keys
+
+    rng = np.random.default_rng(3)
+    m = SceneMap(voxel_size=1.0, max_voxels=400, evict_fraction=0.1)
+    flat = rng.permutation(900)[:450]  # 450 distinct voxels in a 30 x 30 grid
+    cells = np.column_stack([flat // 30, flat % 30, np.zeros(450, np.int64)])
+    for t in range(4):  # 4 x 100 new voxels (1-3 points each) + 20 revisited ones: exactly the cap
+        new = cells[100 * t:100 * (t + 1)]
+        old = cells[rng.choice(100 * t, 20, replace=False)] if t else np.zeros((0, 3))
+        batch = np.concatenate([np.repeat(new, rng.integers(1, 4, len(new)), axis=0), old]) + 0.5
+        m.integrate(batch, None, np.eye(4), stamp=float(t))
+    before = m.snapshot()
+    assert len(before) == 400 and m.evicted_total == 0
+    extra = cells[400:450]
+    m.integrate(extra + 0.5, None, np.eye(4), stamp=99.0)
+    # Reference: rows sorted by (last_seen, count, row); the first 90 go, survivors keep row order.
+    last = np.concatenate([before.last_seen, np.full(len(extra), 99.0)])
+    counts = np.concatenate([before.counts, np.ones(len(extra), np.int32)])
+    keys = np.concatenate([before.keys, np.sort(pack_keys(extra))])
+    n = len(keys)
+    order = np.lexsort((np.arange(n), counts, last))
+    survivors = np.sort(order[n - 360:])
+    np.testing.assert_array_equal(m.snapshot().keys, keys[survivors])
+    assert len(m) == 360 and m.evicted_total == n - 360
+
+
+def test_voxel_hash_table_agrees_with_a_dict():
+    from uniseg3d_ros.voxel_hash import VoxelHashTable
+
+    rng = np.random.default_rng(4)
+    table, ref = VoxelHashTable(capacity=16), {}
+    universe = rng.choice(2**40, 20_000, replace=False).astype(np.int64)
+    for batch in np.array_split(rng.permutation(universe[:15_000]), 7):
+        ids = table.lookup(batch)
+        assert np.all(ids == -1)
+        new_ids = np.arange(len(ref), len(ref) + len(batch))
+        table.insert(batch, new_ids)
+        ref.update(zip(batch.tolist(), new_ids.tolist()))
+    assert len(table) == 15_000 and table.size <= table.capacity * table.max_load
+    probe = rng.permutation(universe)
+    np.testing.assert_array_equal(table.lookup(probe), [ref.get(k, -1) for k in probe.tolist()])
+    keep = universe[:15_000:3]
+    table.rebuild(keep, np.arange(len(keep)))
+    np.testing.assert_array_equal(table.lookup(keep), np.arange(len(keep)))
+    assert np.all(table.lookup(universe[15_000:]) == -1)
+    # A nearly full small table forces probe runs that wrap past the last slot.
+    small = VoxelHashTable(capacity=64, max_load=0.9)
+    small.rebuild(universe[:40], np.arange(40))
+    small.insert(universe[40:57], np.arange(40, 57))
+    np.testing.assert_array_equal(small.lookup(universe[:57]), np.arange(57))
+
+
 def test_voxel_count_never_exceeds_the_cap(room):
     _, _, frames = room
     m = SceneMap(max_voxels=5000)

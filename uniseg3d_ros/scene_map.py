@@ -313,12 +313,19 @@ class SceneMap:
         target = min(self.max_voxels, max(0, int(self.max_voxels * (1.0 - self.evict_fraction))))
         n_evict = n - target
         last = self._last_seen[:n]
+        # O(n) selection, no full sort: every voxel older than the threshold stamp goes; among those
+        # seen exactly at the threshold, the fewest-observation ones go, then the oldest (lowest row).
         thr = np.partition(last, n_evict - 1)[n_evict - 1]
-        cand = np.flatnonzero(last <= thr)  # contains every voxel that may be evicted
-        order = np.lexsort((cand, self._counts[cand], last[cand]))
-        drop = cand[order[:n_evict]]
-        keep = np.ones(n, dtype=bool)
-        keep[drop] = False
+        keep = last > thr
+        tie = np.flatnonzero(last == thr)
+        need = n_evict - (n - int(np.count_nonzero(keep)) - tie.size)
+        cnt = self._counts[tie]
+        cthr = np.partition(cnt, need - 1)[need - 1]
+        fewer = cnt < cthr
+        at = np.flatnonzero(cnt == cthr)
+        spare = at[need - int(np.count_nonzero(fewer)):]  # ties at the count threshold: newest rows stay
+        keep[tie[cnt > cthr]] = True
+        keep[tie[spare]] = True
         cap = self._keys.shape[0]
         for name in self._ARRAYS:
             old = getattr(self, name)

@@ -147,8 +147,37 @@ class VoxelHashTable:
             old_k, old_v = self.items()
             need = (self.size + keys.size) / self.max_load
             self._alloc(1 << int(np.ceil(need)).bit_length())
-            self._insert(old_k, old_v)
+            self._bulk_load(np.concatenate([old_k, keys]), np.concatenate([old_v, ids]))
+            return
         self._insert(keys, ids)
+
+    def _bulk_load(self, keys: np.ndarray, ids: np.ndarray) -> None:
+        """Fill an EMPTY table with unique keys in O(N log N) without probe rounds.
+
+        With keys sorted by home slot h, linear probing puts the i-th at ``max(h_i, pos_{i-1} + 1)``,
+        i.e. ``pos = i + cummax(h - i)``; the few that run past the end wrap via ``_insert``.
+        """
+        n = keys.shape[0]
+        if n == 0:
+            return
+        h = self._slots(keys)
+        idx_bits = int(n - 1).bit_length()
+        if (self.capacity.bit_length() - 1) + idx_bits <= 63:
+            comb = (h << idx_bits) | np.arange(n, dtype=np.int64)
+            comb.sort()
+            order, hs = comb & ((1 << idx_bits) - 1), comb >> idx_bits
+        else:
+            order = np.argsort(h, kind="stable")
+            hs = h[order]
+        ar = np.arange(n, dtype=np.int64)
+        pos = np.maximum.accumulate(hs - ar) + ar
+        fit = pos < self.capacity
+        self._keys[pos[fit]] = keys[order[fit]]
+        self._vals[pos[fit]] = ids[order[fit]]
+        self.size += int(np.count_nonzero(fit))
+        if not fit.all():
+            rest = order[~fit]
+            self._insert(keys[rest], ids[rest])
 
     def _insert(self, keys: np.ndarray, ids: np.ndarray) -> None:
         if keys.size == 0:
@@ -183,4 +212,4 @@ class VoxelHashTable:
         """Replace the contents with (N,) unique keys -> ids (capacity re-chosen for the load)."""
         need = max(16.0, keys.shape[0] / self.max_load * 1.5)
         self._alloc(1 << int(np.ceil(need) - 1).bit_length())
-        self._insert(np.ascontiguousarray(keys, dtype=np.int64), ids)
+        self._bulk_load(np.ascontiguousarray(keys, dtype=np.int64), np.asarray(ids, dtype=np.int64))
