@@ -207,10 +207,14 @@ def test_voxel_hash_table_agrees_with_a_dict():
     np.testing.assert_array_equal(table.lookup(keep), np.arange(len(keep)))
     assert np.all(table.lookup(universe[15_000:]) == -1)
     # A nearly full small table forces probe runs that wrap past the last slot.
-    small = VoxelHashTable(capacity=64, max_load=0.9)
-    small.rebuild(universe[:40], np.arange(40))
-    small.insert(universe[40:57], np.arange(40, 57))
-    np.testing.assert_array_equal(small.lookup(universe[:57]), np.arange(57))
+    small = VoxelHashTable(capacity=16, max_load=0.95)
+    small.insert(universe[:5], np.arange(5))
+    small.insert(universe[5:60], np.arange(5, 60))  # grows to 64 slots: bulk load at load 0.94
+    assert small.capacity == 64
+    occupied = np.flatnonzero(small._keys >= 0)
+    assert np.any(occupied < small._slots(small._keys[occupied]))  # some runs wrapped around
+    np.testing.assert_array_equal(small.lookup(universe[:60]), np.arange(60))
+    assert np.all(small.lookup(universe[60:100]) == -1)
 
 
 def test_voxel_count_never_exceeds_the_cap(room):

@@ -146,7 +146,7 @@ class VoxelHashTable:
         if self.size + keys.size > self.max_load * self.capacity:
             old_k, old_v = self.items()
             need = (self.size + keys.size) / self.max_load
-            self._alloc(1 << int(np.ceil(need)).bit_length())
+            self._alloc(1 << (int(np.ceil(need)) - 1).bit_length())
             self._bulk_load(np.concatenate([old_k, keys]), np.concatenate([old_v, ids]))
             return
         self._insert(keys, ids)
