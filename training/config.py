@@ -64,6 +64,7 @@ class RunConfig:
     log_every: int = 1  # steps per CSV row
     find_unused_parameters: bool = True
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
+    dist_timeout_min: float = 120.0  # process-group timeout; covers rank 0's validation
 
 
 @dataclass

@@ -24,6 +24,7 @@ import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ class Dist:
             dist.barrier()
 
 
-def setup_distributed(device: str = "auto") -> Dist:
+def setup_distributed(device: str = "auto", timeout_min: float = 120.0) -> Dist:
     """Read torchrun's environment, pick the device, join the process group when WORLD_SIZE > 1."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
@@ -75,7 +76,9 @@ def setup_distributed(device: str = "auto") -> Dist:
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # generous timeout: other ranks wait in a barrier while rank 0 validates
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo",
+                                timeout=timedelta(minutes=timeout_min))
     return Dist(rank, world, local, dev)
 
 
@@ -167,7 +170,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str =
     from uniseg3d_model.losses import UniSeg3DCriterion
 
     out = Path(out)
-    d = setup_distributed(device)
+    d = setup_distributed(device, cfg.train.dist_timeout_min)
     if cfg.data.root is None:
         raise ValueError("data.root is not set (pass --data DIR)")
     if d.main:
