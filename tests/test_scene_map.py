@@ -396,6 +396,27 @@ def test_ply_round_trip_keeps_geometry_and_counts(room, tmp_path: Path):
     np.testing.assert_allclose(a.colors[ia], b.colors[ib], atol=0.5 / 255 + 1e-6)
 
 
+@pytest.mark.parametrize("suffix", [".npz", ".ply"])
+def test_empty_map_round_trips(tmp_path: Path, suffix: str):
+    SceneMap().save(tmp_path / f"empty{suffix}")
+    loaded = SceneMap.load(tmp_path / f"empty{suffix}")
+    assert len(loaded) == 0 and loaded.snapshot().points.shape == (0, 3)
+
+
+def test_plain_ply_from_another_tool_is_voxelized(tmp_path: Path):
+    rng = np.random.default_rng(5)
+    pts = rng.random((500, 3))
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
+    pcd.colors = o3d.utility.Vector3dVector(np.tile([0.2, 0.4, 0.6], (500, 1)))
+    o3d.io.write_point_cloud(str(tmp_path / "scan.ply"), pcd)
+    snap = SceneMap.load(tmp_path / "scan.ply", voxel_size=0.25).snapshot()
+    assert len(snap) == len(np.unique(np.floor(pts / 0.25), axis=0)) and snap.counts.sum() == 500
+    np.testing.assert_allclose(snap.colors, np.tile([0.2, 0.4, 0.6], (len(snap), 1)), atol=0.5 / 255)
+    (tmp_path / "junk.ply").write_bytes(b"not a ply at all")
+    with pytest.raises(ValueError, match="not a PLY"):
+        SceneMap.load(tmp_path / "junk.ply")
+
+
 def test_failed_save_keeps_the_previous_file(room, tmp_path: Path, monkeypatch):
     _, _, frames = room
     path = tmp_path / "map.npz"

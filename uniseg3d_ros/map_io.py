@@ -27,6 +27,11 @@ from uniseg3d_ros.voxel_hash import COORD_MAX, COORD_MIN, pack_keys, unpack_keys
 __all__ = ["load_map", "save_map"]
 
 FORMAT_NAME = "uniseg3d_scene_map"
+_EMPTY_PLY = "\n".join([
+    "ply", "format binary_little_endian 1.0", "comment uniseg3d_ros empty scene map", "element vertex 0",
+    "property float x", "property float y", "property float z", "property uchar red", "property uchar green",
+    "property uchar blue", "property int count", "property double last_seen", "end_header", "",
+]).encode()
 FORMAT_VERSION = 1
 
 
@@ -83,6 +88,14 @@ def save_map(scene_map: SceneMap, path: str | Path) -> None:
                 np.savez(f, **arrays)
 
         _atomic_write(path, write)
+        return
+
+    if len(snap) == 0:  # Open3D refuses to write an empty cloud; a header-only PLY is valid
+        def write_empty(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                f.write(_EMPTY_PLY)
+
+        _atomic_write(path, write_empty)
         return
 
     import open3d as o3d
@@ -176,12 +189,27 @@ def _load_npz(path: Path, overrides: dict) -> SceneMap:
     return scene_map
 
 
+def _ply_vertex_count(path: Path) -> int:
+    """Number of vertices declared in the PLY header; ValueError when it is not a PLY file."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head.startswith(b"ply"):
+        raise ValueError(f"{path} is not a PLY file (no 'ply' magic)")
+    for line in head.split(b"end_header")[0].splitlines():
+        parts = line.split()
+        if parts[:2] == [b"element", b"vertex"] and len(parts) == 3 and parts[2].isdigit():
+            return int(parts[2])
+    raise ValueError(f"{path}: PLY header declares no 'element vertex'")
+
+
 def _load_ply(path: Path, overrides: dict) -> SceneMap:
+    if _ply_vertex_count(path) == 0:
+        return SceneMap(**overrides)
     import open3d as o3d
 
     pc = o3d.t.io.read_point_cloud(str(path))
     if "positions" not in pc.point or pc.point.positions.shape[0] == 0:
-        raise ValueError(f"{path} holds no points (missing or empty vertex 'positions')")
+        raise ValueError(f"{path}: could not read vertex 'positions' (x y z)")
     points = pc.point.positions.numpy().astype(np.float64)
     if not np.all(np.isfinite(points)):
         raise ValueError(f"{path}: field 'positions' contains non-finite values")
