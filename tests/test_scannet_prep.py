@@ -207,3 +207,18 @@ def test_test_split_needs_only_mesh_and_segments(raw: Path, tmp_path: Path) -> N
     assert len(scene["points"]) > 0 and scene["superpoints"].max() > 0
     assert np.all(scene["semantic20"] == IGNORE_INDEX) and np.all(scene["instance"] == IGNORE_INDEX)
     assert scene["instance_class"].shape == (0,)
+
+
+def test_axis_alignment_from_the_meta_file(raw: Path, tmp_path: Path) -> None:
+    scan = _copy_scene(raw, tmp_path)
+    label_map = read_label_map(raw / "scannetv2-labels.combined.tsv")
+    c, s = np.cos(0.3), np.sin(0.3)
+    m = np.array([[c, -s, 0, 1.5], [s, c, 0, -2.0], [0, 0, 1, 0.1], [0, 0, 0, 1]])
+    (scan / f"{SCENE}.txt").write_text("sceneType = Office\naxisAlignment = " + " ".join(map(str, m.ravel())))
+    plain = prepare_scene(scan, SCENE, label_map)
+    aligned = prepare_scene(scan, SCENE, label_map, axis_align=True)
+    np.testing.assert_allclose(aligned["points"], plain["points"] @ m[:3, :3].T + m[:3, 3], atol=1e-5)
+    np.testing.assert_array_equal(aligned["instance"], plain["instance"])
+    (scan / f"{SCENE}.txt").write_text("axisAlignment = 1 0 0\n")
+    with pytest.raises(ValueError, match=f"{SCENE}.txt.*16 values"):
+        prepare_scene(scan, SCENE, label_map, axis_align=True)

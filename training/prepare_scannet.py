@@ -2,7 +2,7 @@
 
     python -m training.prepare_scannet --raw /data/scannet --out data/scannet_processed \
         [--splits train val] [--scanrefer ScanRefer_filtered_train.json ScanRefer_filtered_val.json] \
-        [--label-map scannetv2-labels.combined.tsv] [--workers 4] [--skip-existing]
+        [--label-map scannetv2-labels.combined.tsv] [--workers 4] [--skip-existing] [--axis-align]
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--label-map", default=None, help="path of scannetv2-labels.combined.tsv")
     ap.add_argument("--workers", type=int, default=0, help="processes (0: in this process)")
     ap.add_argument("--skip-existing", action="store_true", help="keep scenes already processed")
+    ap.add_argument("--axis-align", action="store_true", help="apply <scene>.txt axisAlignment to the points")
     args = ap.parse_args(argv)
     counts = prepare_scannet(args.raw, args.out, splits=args.splits, scanrefer=args.scanrefer,
                              label_map_path=args.label_map, workers=args.workers,
-                             overwrite=not args.skip_existing)
+                             overwrite=not args.skip_existing, axis_align=args.axis_align)
     print(" ".join(f"{split}: {n} scenes" for split, n in counts.items()))
 
 

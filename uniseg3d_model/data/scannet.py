@@ -41,7 +41,14 @@ from uniseg3d_model.data.labels import (
     SCANNET200_ID_TO_INDEX,
     SCANNET200_IS_THING,
 )
-from uniseg3d_model.data.scannet_io import read_aggregation, read_label_map, read_ply, read_segs, read_split
+from uniseg3d_model.data.scannet_io import (
+    read_aggregation,
+    read_axis_alignment,
+    read_label_map,
+    read_ply,
+    read_segs,
+    read_split,
+)
 from uniseg3d_model.data.scanrefer import join_and_warn, load_scanrefer, write_referring
 
 LABEL_MAP_NAME = "scannetv2-labels.combined.tsv"
@@ -56,6 +63,7 @@ def scene_files(scan_dir: Path, scene_id: str) -> dict[str, Path]:
         "segs": scan_dir / f"{scene_id}_vh_clean_2.0.010000.segs.json",
         "aggregation": scan_dir / f"{scene_id}.aggregation.json",
         "labels": scan_dir / f"{scene_id}_vh_clean_2.labels.ply",
+        "meta": scan_dir / f"{scene_id}.txt",
     }
 
 
@@ -77,10 +85,12 @@ def _vertex_field(vertex: dict[str, np.ndarray], name: str, path: Path) -> np.nd
 
 
 def prepare_scene(scan_dir: str | Path, scene_id: str, label_map: dict[str, tuple[int, int]],
-                  with_labels: bool = True) -> dict[str, np.ndarray]:
+                  with_labels: bool = True, axis_align: bool = False) -> dict[str, np.ndarray]:
     """Read one raw ScanNet scene and return the processed arrays (see module docstring).
 
     ``with_labels=False`` (``scans_test``) reads only the mesh and segments; label arrays are IGNORE.
+    ``axis_align=True`` applies the ``axisAlignment`` of ``<scene>.txt`` to the points (walls
+    parallel to x/y); by default points stay in the mesh frame (the frame ScanRefer uses).
     """
     files = scene_files(Path(scan_dir), scene_id)
     for key in ("mesh", "segs") + (("aggregation", "labels") if with_labels else ()):
@@ -91,6 +101,9 @@ def prepare_scene(scan_dir: str | Path, scene_id: str, label_map: dict[str, tupl
         raise ValueError(f"{files['mesh']}: no 'vertex' element")
     vtx = mesh["vertex"]
     points = np.stack([_vertex_field(vtx, k, files["mesh"]) for k in "xyz"], 1).astype(np.float32)
+    if axis_align:
+        m = read_axis_alignment(files["meta"])
+        points = (points.astype(np.float64) @ m[:3, :3].T + m[:3, 3]).astype(np.float32)
     rgb = np.stack([_vertex_field(vtx, k, files["mesh"]) for k in ("red", "green", "blue")], 1)
     colors = (rgb.astype(np.float32) / 255.0).clip(0.0, 1.0)
     n = len(points)
@@ -179,25 +192,27 @@ def _find_split_file(raw: Path, split: str) -> Path | None:
     return None
 
 
-def _process_one(item: tuple[str, str, Path], out_root: Path, label_map: dict, overwrite: bool) -> tuple:
+def _process_one(item: tuple[str, str, Path], out_root: Path, label_map: dict, overwrite: bool,
+                 axis_align: bool) -> tuple:
     split, scene_id, scan_dir = item
     target = out_root / split / f"{scene_id}.npz"
     if target.is_file() and not overwrite:
         with np.load(target) as data:
             return split, scene_id, data["instance_object_id"]
-    scene = prepare_scene(scan_dir, scene_id, label_map, with_labels=split != "test")
+    scene = prepare_scene(scan_dir, scene_id, label_map, with_labels=split != "test", axis_align=axis_align)
     save_processed(target, scene)
     return split, scene_id, scene["instance_object_id"]
 
 
 def prepare_scannet(raw_root: str | Path, out_root: str | Path, splits: Sequence[str] = ("train", "val"),
                     scanrefer: Sequence[str | Path] = (), label_map_path: str | Path | None = None,
-                    workers: int = 0, overwrite: bool = True, progress: bool = True) -> dict[str, int]:
+                    workers: int = 0, overwrite: bool = True, progress: bool = True,
+                    axis_align: bool = False) -> dict[str, int]:
     """Prepare every scene of ``splits`` and join ScanRefer; returns ``{split: number of scenes}``.
 
     Scenes come from ``scannetv2_<split>.txt`` when present (``test`` reads ``scans_test/``);
     without split files every scene under ``scans/`` goes to the first split.
-    ``workers > 0`` uses a process pool.
+    ``workers > 0`` uses a process pool; ``axis_align`` see :func:`prepare_scene`.
     """
     raw, out = Path(raw_root), Path(out_root)
     if not (raw / "scans").is_dir() and not (raw / "scans_test").is_dir():
@@ -221,7 +236,8 @@ def prepare_scannet(raw_root: str | Path, out_root: str | Path, splits: Sequence
             items.append((split, sid, scans / sid))
         (out / split).mkdir(parents=True, exist_ok=True)
 
-    work = partial(_process_one, out_root=out, label_map=label_map, overwrite=overwrite)
+    work = partial(_process_one, out_root=out, label_map=label_map, overwrite=overwrite,
+                   axis_align=axis_align)
     object_ids: dict[str, dict[str, np.ndarray]] = {s: {} for s in splits}
     bar = tqdm(total=len(items), desc="scenes", unit="scene", disable=not progress)
     if workers > 0:

@@ -252,3 +252,21 @@ def read_split(path: str | Path) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"split file not found: {path}")
     return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+
+
+def read_axis_alignment(path: str | Path) -> np.ndarray:
+    """``<scene>.txt`` meta file -> its ``axisAlignment`` (4, 4) float64 (identity when the key is absent)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"scene meta file not found: {path}")
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "axisAlignment":
+            try:
+                matrix = np.array(value.split(), dtype=np.float64)
+            except ValueError:
+                raise ValueError(f"{path}: axisAlignment has non-numeric values") from None
+            if matrix.size != 16:
+                raise ValueError(f"{path}: axisAlignment needs 16 values, got {matrix.size}")
+            return matrix.reshape(4, 4)
+    return np.eye(4)
