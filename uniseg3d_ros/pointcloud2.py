@@ -16,6 +16,7 @@ maximum exceeds 1, then as [0, 255].
 
 from __future__ import annotations
 
+import array
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -169,24 +170,26 @@ def read_points(msg: Any, field_names: list[str] | tuple[str, ...] | None = None
 
 def unpack_rgb(packed: np.ndarray) -> np.ndarray:
     """(N,) uint32 ``0x00RRGGBB`` (alpha byte ignored) -> (N, 3) float32 in [0, 1]."""
-    p = np.asarray(packed).astype(np.uint32, copy=False)
-    out = np.empty((p.shape[0], 3), dtype=np.float32)
-    out[:, 0] = (p >> 16) & 0xFF
-    out[:, 1] = (p >> 8) & 0xFF
-    out[:, 2] = p & 0xFF
+    p = np.ascontiguousarray(np.asarray(packed).astype("<u4", copy=False))
+    rgb = p.view(np.uint8).reshape(-1, 4)[:, 2::-1]  # little-endian bytes are B G R A
+    out = rgb.astype(np.float32)
     out *= np.float32(1.0 / 255.0)
     return out
 
 
 def pack_rgb(colors: np.ndarray) -> np.ndarray:
-    """(N, 3) float in [0, 1] (clipped) or uint8 -> (N,) uint32 ``0x00RRGGBB``."""
+    """(N, 3) float in [0, 1] (clipped, NaN -> 0) or uint8 -> (N,) uint32 ``0x00RRGGBB``."""
     c = np.asarray(colors)
     if c.ndim != 2 or c.shape[1] != 3:
         raise ValueError(f"colors must be (N, 3), got shape {c.shape}")
     if c.dtype != np.uint8:
-        c = np.rint(np.clip(np.nan_to_num(c.astype(np.float32)), 0.0, 1.0) * 255.0).astype(np.uint8)
-    c = c.astype(np.uint32)
-    return (c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]
+        f = np.fmax(c.astype(np.float32), np.float32(0.0))  # fmax maps NaN to 0
+        np.fmin(f, np.float32(1.0), out=f)
+        f *= np.float32(255.0)
+        c = np.rint(f, out=f).astype(np.uint8)
+    bgra = np.zeros((c.shape[0], 4), np.uint8)
+    bgra[:, 2::-1] = c
+    return bgra.view("<u4").reshape(-1).astype(np.uint32, copy=False)
 
 
 def _packed_color_field(msg: Any, layout: dict, name: str) -> np.dtype:
@@ -249,19 +252,22 @@ def cloud_to_arrays(
     pts[:, 0] = arr["x"]
     pts[:, 1] = arr["y"]
     pts[:, 2] = arr["z"]
-    finite = np.isfinite(pts).all(axis=1)
-    index = np.flatnonzero(finite) if (return_index or not finite.all()) else None
-    if index is not None and index.size != n:
+    finite = np.isfinite(pts[:, 0])  # per column: a reduction along axis 1 is slow in numpy
+    finite &= np.isfinite(pts[:, 1])
+    finite &= np.isfinite(pts[:, 2])
+    all_finite = bool(finite.all())
+    index = np.flatnonzero(finite) if (return_index or not all_finite) else None
+    if not all_finite:
         pts = pts[index]
-        arr = arr[index]
     colors = None
     if color_kind in ("rgb", "rgba"):
         raw = arr[color_kind]
         # Reinterpret the 4 bytes (any of FLOAT32/UINT32/INT32) as an unsigned word, same byte order.
         word = np.ascontiguousarray(raw).view(packed_dt)
-        colors = unpack_rgb(word)
+        colors = unpack_rgb(word if all_finite else word[index])
     elif color_kind == "separate":
-        colors = np.stack([_channel_to_unit(arr[c]) for c in "rgb"], axis=1).astype(np.float32, copy=False)
+        chans = [arr[c] if all_finite else arr[c][index] for c in "rgb"]
+        colors = np.stack([_channel_to_unit(ch) for ch in chans], axis=1).astype(np.float32, copy=False)
     if return_index:
         return pts, colors, (index if index is not None else np.arange(n, dtype=np.int64))
     return pts, colors
@@ -350,11 +356,14 @@ def create_cloud(
     step = offset if point_step is None else int(point_step)
     if step < offset:
         raise ValueError(f"point_step {step} is smaller than the packed field size {offset}")
-    out = np.zeros(height * width, dtype=np.dtype({"names": names, "formats": formats,
-                                                    "offsets": offsets, "itemsize": step}))
+    packed = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": step})
     flat = v.reshape(-1)
-    for name in names:
-        out[name] = flat[name]
+    if flat.dtype == packed:  # already in wire layout: no per-field copy
+        out = flat
+    else:
+        out = np.zeros(height * width, dtype=packed)
+        for name in names:
+            out[name] = flat[name]
     make_msg, make_field = _resolve_factories(msg_factory, field_factory)
     msg = make_msg()
     if header is not None:
@@ -365,7 +374,12 @@ def create_cloud(
     msg.is_bigendian = bool(is_bigendian)
     msg.point_step = int(step)
     msg.row_step = int(step * width)
-    msg.data = out.tobytes()
+    if msg_factory is None:
+        msg.data = out.tobytes()
+    else:  # rclpy takes array("B") as is; bytes are checked byte by byte if ROS_PYTHON_CHECK_FIELDS=1
+        data = array.array("B")
+        data.frombytes(out.tobytes())
+        msg.data = data
     xyz = [n for n in _XYZ if n in names]
     msg.is_dense = bool(all(np.isfinite(flat[n]).all() for n in xyz)) if xyz else True
     return msg
