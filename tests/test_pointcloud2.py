@@ -233,6 +233,17 @@ def test_round_trip_through_real_sensor_msgs():
 
 
 @pytest.mark.ros
+def test_real_message_with_field_checks_enabled():
+    msgs = pytest.importorskip("sensor_msgs.msg")
+    pts = np.random.default_rng(8).normal(size=(50_000, 3)).astype(np.float32)
+    msg = pc2.segmented_cloud(pc2.Header(frame_id="map", stamp=1.5), pts, None, np.zeros(50_000, int),
+                              np.full(50_000, -1), msg_factory=lambda: msgs.PointCloud2(check_fields=True),
+                              field_factory=msgs.PointField)
+    assert msg.header.frame_id == "map" and msg.width == 50_000
+    np.testing.assert_array_equal(pc2.cloud_to_arrays(msg)[0], pts)
+
+
+@pytest.mark.ros
 def test_stand_in_header_is_copied_into_a_real_message():
     msgs = pytest.importorskip("sensor_msgs.msg")
     ser = pytest.importorskip("rclpy.serialization")
