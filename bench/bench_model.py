@@ -5,7 +5,8 @@ Usage: python bench/bench_model.py [--sizes 25000 50000 100000] [--configs small
                                    [--repeats 5] [--threads 2] [--text-encoder minilm]
 
 Scenes are synthetic rooms (floor, wall, four boxes) with superpoints from
-``superpoints.segment_points``; weights are random (latency does not depend on them).
+``superpoints.segment_points`` (or a grid with ``--grid``, to get ScanNet-like superpoint
+counts); weights are random (latency does not depend on them).
 Prints medians in milliseconds.
 """
 
@@ -30,10 +31,15 @@ from uniseg3d_model.superpoints import segment_points  # noqa: E402
 from uniseg3d_model.text_encoders import build_text_encoder  # noqa: E402
 
 
-def scene_of_size(n: int) -> SceneSample:
-    """A room of about ``n`` points (4 m x 4 m floor, 1.5 m wall, four boxes)."""
+def scene_of_size(n: int, grid: float = 0.0) -> SceneSample:
+    """A room of about ``n`` points (4 m x 4 m floor, 1.5 m wall, four boxes); superpoints from
+    ``segment_points``, or from cubic cells of ``grid`` metres when > 0 (more superpoints)."""
     room = make_room(seed=0, density=n / 25.0, size=4.0)
-    sp = segment_points(np.asarray(room.points), np.asarray(room.colors))
+    if grid > 0:
+        cells = np.floor(np.asarray(room.points) / grid).astype(np.int64)
+        sp = np.unique(cells, axis=0, return_inverse=True)[1].reshape(-1)
+    else:
+        sp = segment_points(np.asarray(room.points), np.asarray(room.colors))
     return SceneSample(points=room.points, colors=room.colors, superpoints=sp, scene_id=f"room{n}")
 
 
@@ -93,11 +99,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--text-encoder", default="minilm")
+    ap.add_argument("--grid", type=float, default=0.0, help="grid superpoint size (m); 0: segment_points")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     encoder = build_text_encoder(args.text_encoder)
     print(f"torch {torch.__version__}, {args.threads} threads, text encoder {encoder.name}")
-    scenes = {n: scene_of_size(n) for n in args.sizes}
+    scenes = {n: scene_of_size(n, args.grid) for n in args.sizes}
     for name in args.configs:
         torch.manual_seed(0)
         cfg = ModelConfig.small() if name == "small" else ModelConfig.paper()
