@@ -246,6 +246,8 @@ def test_version_changes_only_on_changes():
     assert m.version == v0
     assert m.integrate(np.full((5, 3), np.nan), None, np.eye(4)) == 0
     assert m.version == v0
+    assert m.integrate(np.zeros((0, 3)), np.zeros((0, 3)), np.eye(4)) == 0
+    assert m.version == v0
     m.integrate(np.ones((5, 3)), None, np.eye(4))
     v1 = m.version
     assert v1 > v0 and m.snapshot().version == v1

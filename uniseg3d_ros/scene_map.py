@@ -204,6 +204,8 @@ class SceneMap:
             if c.shape != p.shape:
                 raise ValueError(f"colors must have shape {p.shape} like points, got {c.shape}")
         T = check_pose(pose)
+        if p.shape[0] == 0:
+            return None
         # (3, N) layout: per-axis rows keep every reduction along the long, contiguous axis.
         P = np.ascontiguousarray(p.T, dtype=np.float32)
         keep = np.isfinite(P).all(axis=0)
