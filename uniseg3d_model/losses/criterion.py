@@ -67,8 +67,8 @@ class UniSeg3DCriterion:
         self.cfg = cfg or LossConfig()
 
     # ------------------------------------------------------------------ pieces
-    def _mask_terms(self, pred: LayerPrediction, tgt_masks: torch.Tensor, tgt_labels: torch.Tensor):
-        """BCE, dice, score and class CE (targets known) for matched rows."""
+    def _mask_terms(self, pred: LayerPrediction, tgt_masks: torch.Tensor):
+        """Mask BCE, dice and mask-score (IoU regression) losses of rows with known targets."""
         bce = F.binary_cross_entropy_with_logits(pred.masks, tgt_masks)
         dice = dice_loss(pred.masks, tgt_masks)
         score = F.mse_loss(pred.scores.sigmoid(), mask_iou(pred.masks, tgt_masks))
@@ -87,7 +87,7 @@ class UniSeg3DCriterion:
         weight[v] = c.no_object_weight
         terms = {"cls": F.cross_entropy(pred.class_logits, cls_target, weight)}
         if len(q_idx):
-            bce, dice, score = self._mask_terms(pred.select(q_idx), tg.masks[g_idx], None)
+            bce, dice, score = self._mask_terms(pred.select(q_idx), tg.masks[g_idx])
         else:
             bce = dice = score = _zero(out)
         terms.update(bce=bce, dice=dice, score=score)
@@ -99,7 +99,7 @@ class UniSeg3DCriterion:
             return {"cls": z, "bce": z, "dice": z, "score": z}
         sel = pred.select(rows[:, 0])
         masks, labels = tg.masks[rows[:, 1]], tg.labels[rows[:, 1]]
-        bce, dice, score = self._mask_terms(sel, masks, labels)
+        bce, dice, score = self._mask_terms(sel, masks)
         return {"cls": F.cross_entropy(sel.class_logits, labels), "bce": bce, "dice": dice, "score": score}
 
     def _weighted(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -133,75 +133,86 @@ class UniSeg3DCriterion:
         top = teacher.detach().topk(k).indices
         return F.binary_cross_entropy_with_logits(student[top], teacher.detach()[top].sigmoid())
 
+    def _inter_task(self, out: DecoderOutput, click_rows, text_rows, matched, b: int, kd_u, kd_r, pairs):
+        """Final-stage distillation terms and contrastive pairs of one scene (appended to the
+        given lists). ``matched``: (query_idx, target_idx) of the unified queries or None."""
+        c = self.cfg
+        if not (out.num_clicks and len(click_rows)):
+            return
+        clicks = out.clicks()
+        if c.kd_unified_weight > 0 and matched is not None and len(matched[0]):
+            query_of_target = dict(zip(matched[1].tolist(), matched[0].tolist()))
+            uni_masks = out.unified().masks
+            for k, g in click_rows.tolist():
+                if g in query_of_target:
+                    kd_u.append(self._topk_bce(uni_masks[query_of_target[g]], clicks.masks[k]))
+        if not (out.num_texts and len(text_rows)):
+            return
+        texts = out.texts()
+        first_click = {g: k for k, g in reversed(click_rows.tolist())}
+        for t, g in text_rows.tolist():
+            if g not in first_click:
+                continue
+            k = first_click[g]
+            if c.kd_referring_weight > 0:
+                teacher = clicks.class_logits[k].detach().float().softmax(-1)
+                student = texts.class_logits[t].float().log_softmax(-1)
+                kl = F.kl_div(student, teacher, reduction="sum")
+                kd_r.append(kl + self._topk_bce(texts.masks[t], clicks.masks[k]))
+            pairs.append((clicks.embeddings[k], texts.embeddings[t], (b, g)))
+
     # ------------------------------------------------------------------ call
     def __call__(self, outputs: list[DecoderOutput], scenes: list[SceneSample]) -> tuple[torch.Tensor, dict]:
         c = self.cfg
         if len(outputs) != len(scenes):
             raise ValueError(f"got {len(outputs)} outputs for {len(scenes)} scenes")
+        if not outputs:
+            raise ValueError("outputs must not be empty")
         n_layers = len(outputs[0].layers)
         stages = list(range(n_layers)) if c.aux else [n_layers - 1]
-        logs: dict[str, float] = {}
+        parts: dict[str, torch.Tensor] = {}  # log name -> unweighted value (summed over stages)
         total = _zero(outputs[0])
-        pairs = []  # (click emb, text emb, key) for the contrastive loss
-        kd_u, kd_r = [], []
+        pairs: list = []  # (click emb, text emb, (scene, target)) for the contrastive loss
+        kd_u: list[torch.Tensor] = []
+        kd_r: list[torch.Tensor] = []
         for b, (out, scene) in enumerate(zip(outputs, scenes)):
             vocab = out.vocabulary
             stuff = [vocab.index(n) for n in c.stuff_classes if n in vocab]
             tg = build_targets(scene, out.num_superpoints, len(vocab), stuff, out.final.masks.device)
             click_rows = self._prompt_rows(scene.click_instance, out.num_clicks, tg)
             text_rows = self._prompt_rows(scene.text_instance, out.num_texts, tg)
+            matched = None
             for st in stages:
                 tag = "" if st == n_layers - 1 else "aux_"
-                parts = {}
+                groups = {}
                 if c.use_unified and out.num_unified:
-                    parts["unified"], q_idx, g_idx = self._unified(out.unified(st), out, tg)
+                    groups["unified"], *matched = self._unified(out.unified(st), out, tg)
                 if c.use_clicks and out.num_clicks:
-                    parts["click"] = self._prompt(out.clicks(st), click_rows, tg, out)
+                    groups["click"] = self._prompt(out.clicks(st), click_rows, tg, out)
                 if c.use_texts and out.num_texts:
-                    parts["text"] = self._prompt(out.texts(st), text_rows, tg, out)
-                for name, terms in parts.items():
+                    groups["text"] = self._prompt(out.texts(st), text_rows, tg, out)
+                for name, terms in groups.items():
                     w = 1.0 if name == "unified" else c.prompt_weight
                     total = total + w * self._weighted(terms) / len(outputs)
                     for k, val in terms.items():
                         key = f"{tag}{name}_{k}"
-                        logs[key] = logs.get(key, 0.0) + float(val.detach()) / len(outputs)
-            # inter-task terms on the final stage
-            if out.num_clicks and len(click_rows):
-                clicks = out.clicks()
-                if c.kd_unified_weight > 0 and c.use_unified and out.num_unified and len(q_idx):
-                    query_of_target = torch.full((tg.num_targets,), -1, dtype=torch.long, device=q_idx.device)
-                    query_of_target[g_idx] = q_idx
-                    uni = out.unified()
-                    for k, g in click_rows.tolist():
-                        if query_of_target[g] >= 0:
-                            kd_u.append(self._topk_bce(uni.masks[query_of_target[g]], clicks.masks[k]))
-                if out.num_texts and len(text_rows):
-                    texts = out.texts()
-                    first_click = {g: k for k, g in reversed(click_rows.tolist())}
-                    for t, g in text_rows.tolist():
-                        if g not in first_click:
-                            continue
-                        k = first_click[g]
-                        if c.kd_referring_weight > 0:
-                            teacher = clicks.class_logits[k].detach().softmax(-1)
-                            kl = F.kl_div(texts.class_logits[t].log_softmax(-1), teacher, reduction="sum")
-                            kd_r.append(kl + self._topk_bce(texts.masks[t], clicks.masks[k]))
-                        pairs.append((clicks.embeddings[k], texts.embeddings[t], (b, g)))
-        scale = outputs[0].contrastive_scale
+                        parts[key] = parts.get(key, 0.0) + val.detach().float() / len(outputs)
+            self._inter_task(out, click_rows, text_rows, matched, b, kd_u, kd_r, pairs)
+        con, rank = self._contrastive(pairs, outputs[0].contrastive_scale)
         extra = {
             "kd_unified": (c.kd_unified_weight, torch.stack(kd_u).mean() if kd_u else None),
             "kd_referring": (c.kd_referring_weight, torch.stack(kd_r).mean() if kd_r else None),
+            "contrastive": (c.contrastive_weight, con),
+            "ranking": (c.ranking_weight, rank),
         }
-        con, rank = self._contrastive(pairs, scale)
-        extra["contrastive"] = (c.contrastive_weight, con)
-        extra["ranking"] = (c.ranking_weight, rank)
         for name, (w, val) in extra.items():
             if val is None or w <= 0:
                 continue
             total = total + w * val
-            logs[name] = float(val.detach())
-        logs["loss"] = float(total.detach())
-        return total, logs
+            parts[name] = val.detach().float()
+        parts["loss"] = total.detach().float()
+        values = torch.stack([torch.as_tensor(v, device=total.device).float() for v in parts.values()])
+        return total, dict(zip(parts, values.tolist()))  # one device sync for all logs
 
     def _contrastive(self, pairs, scale: torch.Tensor):
         c = self.cfg
