@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import open3d as o3d  # noqa: E402
 
 from tests.test_scene_map import build_room, look_at, render  # noqa: E402
+from uniseg3d_ros.pointcloud2 import cloud_to_arrays, points_to_cloud, segmented_cloud  # noqa: E402
 from uniseg3d_ros.rgbd import depth_to_points  # noqa: E402
 from uniseg3d_ros.scene_map import SceneMap, transform_points  # noqa: E402
 
@@ -138,6 +139,27 @@ def bench_o3d_batch(world_frames, repeats: int) -> dict:
     return {"wall": 1e3 * med(total_w) / n, "cpu": 1e3 * med(total_c) / n, "vds_cpu": 1e3 * med(vds_c) / n}
 
 
+def bench_codec(frame, repeats: int) -> None:
+    """PointCloud2 decode / encode of one frame as an organized 640x480 x y z rgb cloud (NaN = no depth)."""
+    pts, cols, _ = frame
+    n = len(pts)
+    label, inst = np.zeros(n, np.int64), np.full(n, -1, np.int64)
+    msg = points_to_cloud(None, pts, cols)
+    msg.height, msg.width, msg.row_step = 480, n // 480, msg.point_step * (n // 480)
+    rows = {}
+    for name, fn in [("decode x y z rgb (cloud_to_arrays)", lambda: cloud_to_arrays(msg)),
+                     ("encode x y z rgb (points_to_cloud)", lambda: points_to_cloud(None, pts, cols)),
+                     ("encode x y z rgb label instance (segmented_cloud)",
+                      lambda: segmented_cloud(None, pts, cols, label, inst))]:
+        times = []
+        for _ in range(max(5, repeats)):
+            with Timer() as t:
+                fn()
+            times.append(t.cpu)
+        rows[name] = 1e3 * statistics.median(times)
+    print(f"\nPointCloud2 codec, {n} points: " + "; ".join(f"{k} {v:.1f} ms" for k, v in rows.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=8)
@@ -177,6 +199,7 @@ def main() -> None:
         r = run_size(frames, world, prefill_points(2_000_000), 1, max_voxels=2_000_000, incr_frames=0)
         print(f"\nat the 2,000,000-voxel cap (evicts 5% = 100k voxels when full): {r['cpu']:.1f} ms CPU "
               f"({r['wall']:.1f} wall) per frame, median; slowest frame {r['max_cpu']:.1f} ms CPU")
+    bench_codec(frames[0], args.repeats)
     print(f"\ntotal bench time {time.perf_counter() - t_start:.0f} s")
 
 
