@@ -4,7 +4,7 @@ small configuration, next to spconv 2.x (CPU) running the same U-Net topology an
 matched single-layer comparison (3x3x3 submanifold conv, 32 -> 32 channels).
 
 Run: ``.venv/bin/python bench/bench_backbone.py [--threads N]`` (``--quick`` for a smoke run).
-All times are medians over ``--repeats`` runs, in seconds; every run starts from a fresh
+All times are medians over ``--repeats`` runs (the first included), in seconds; every run starts from a fresh
 sparse tensor, so kernel-map construction is included (as for a new scan). Peak memory is the
 highest process RSS sampled every 2 ms during one forward, minus the RSS just before it.
 """
@@ -53,6 +53,14 @@ def synthetic_room(target_voxels: int, seed: int = 0) -> np.ndarray:
     return pts + rng.normal(0, 0.003, pts.shape)
 
 
+def room_voxels(target_voxels: int) -> torch.Tensor:
+    """(M, 3) int32 voxel coordinates of a synthetic room with M within a few % of the target
+    (the room is rescaled once after a first voxelization)."""
+    vc, _ = voxelize(synthetic_room(target_voxels), VOXEL)
+    vc, _ = voxelize(synthetic_room(int(target_voxels**2 / vc.shape[0])), VOXEL)
+    return vc
+
+
 class PeakRSS:
     """Context manager sampling this process' RSS every 2 ms; ``.peak_mib`` above the start."""
 
@@ -83,6 +91,18 @@ def median_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def timed_runs(fn: Callable[[], object], args: argparse.Namespace) -> tuple[float, int, float]:
+    """``(median seconds, runs, peak MiB)``: up to ``args.repeats`` runs, the first (which also
+    warms up) watched for peak memory; no more repeats once they would exceed ``args.budget_s``."""
+    t0 = time.perf_counter()
+    with PeakRSS() as mem:
+        fn()
+    times = [time.perf_counter() - t0]
+    while len(times) < args.repeats and sum(times) + times[0] <= args.budget_s:
+        times.append(median_time(fn, 1))
+    return statistics.median(times), len(times), mem.peak_mib
 
 
 def spconv_unet(cfg: BackboneConfig) -> nn.Module:
@@ -168,7 +188,10 @@ def main() -> None:
         "--spconv-max-voxels",
         type=int,
         default=160_000,
-        help="skip the spconv full-network run above this many voxels (time budget)",
+        help="skip the spconv full-network run above this many voxels (half that for the default config)",
+    )
+    parser.add_argument(
+        "--budget-s", type=float, default=20.0, help="stop repeating a measurement once it would exceed this"
     )
     parser.add_argument("--quick", action="store_true", help="one small size, one repeat")
     parser.add_argument(
@@ -192,11 +215,15 @@ def main() -> None:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, spconv {sp_state}")
     scenes = {}
     for target in args.sizes:
-        vc, _ = voxelize(synthetic_room(target), VOXEL)
+        vc = room_voxels(target)
         coords = batch_coords([vc])
         scenes[target] = (coords, torch.rand(coords.shape[0], 6))
 
-    print("\n| config | voxels | ours fwd s | ours peak MiB | spconv fwd s | spconv peak MiB | spconv/ours |")
+    print(
+        "\n| config | voxels | ours fwd s (runs) | ours peak MiB | spconv fwd s (runs) | spconv peak MiB ",
+        end="",
+    )
+    print("| spconv/ours |")
     print("|---|---|---|---|---|---|---|")
     for name in args.configs:
         cfg = BackboneConfig.small(backend="torch") if name == "small" else BackboneConfig(backend="torch")
@@ -204,17 +231,16 @@ def main() -> None:
         ref = spconv_unet(cfg).eval() if have_spconv else None
         for coords, feats in scenes.values():
             with torch.no_grad():
-                with PeakRSS() as mem:  # first run: also the warm-up
-                    net(make_input(coords, feats[:, :3], feats[:, 3:]))
-                t_ours = median_time(
-                    lambda c=coords, f=feats, m=net: m(make_input(c, f[:, :3], f[:, 3:])), args.repeats
+                t_ours, n_ours, mem = timed_runs(
+                    lambda c=coords, f=feats, m=net: m(make_input(c, f[:, :3], f[:, 3:])), args
                 )
-                row = f"| {name} | {coords.shape[0]} | {t_ours:.2f} | {mem.peak_mib:.0f} |"
-                if ref is not None and coords.shape[0] <= args.spconv_max_voxels:
-                    with PeakRSS() as mem_sp:
-                        ref(spconv_input(coords, feats))
-                    t_sp = median_time(lambda c=coords, f=feats, m=ref: m(spconv_input(c, f)), args.repeats)
-                    row += f" {t_sp:.2f} | {mem_sp.peak_mib:.0f} | {t_sp / t_ours:.2f} |"
+                row = f"| {name} | {coords.shape[0]} | {t_ours:.2f} ({n_ours}) | {mem:.0f} |"
+                sp_limit = args.spconv_max_voxels if name == "small" else args.spconv_max_voxels // 2
+                if ref is not None and coords.shape[0] <= sp_limit:
+                    t_sp, n_sp, mem_sp = timed_runs(
+                        lambda c=coords, f=feats, m=ref: m(spconv_input(c, f)), args
+                    )
+                    row += f" {t_sp:.2f} ({n_sp}) | {mem_sp:.0f} | {t_sp / t_ours:.2f} |"
                 else:
                     row += " - | - | - |"
             print(row, flush=True)

@@ -134,9 +134,12 @@ class SparseTensor:
             raise ValueError(f"feats must be floating point, got dtype {feats.dtype}")
         if int(stride) < 1:
             raise ValueError(f"stride must be a positive integer, got {stride}")
-        if int(stride) > 1 and coords.numel() and bool((coords[:, 1:] % int(stride) != 0).any()):
+        known = cache is not None and cache.coords.get(int(stride)) is coords
+        if not known and int(stride) > 1 and bool((coords[:, 1:] % int(stride) != 0).any()):
             raise ValueError(f"coords: spatial coordinates at stride {stride} must be multiples of {stride}")
-        self.coords = coords.to(device=feats.device, dtype=torch.int32)
+        if coords.device != feats.device or coords.dtype != torch.int32:
+            coords = coords.to(device=feats.device, dtype=torch.int32)
+        self.coords = coords
         self.feats = feats
         self.stride = int(stride)
         self.cache = cache if cache is not None else CoordinateCache()
