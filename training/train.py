@@ -282,8 +282,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str =
             if log is not None and step % rc.log_every == 0:
                 log.write({"step": step, "epoch": epoch, "lr": lr, "loss": loss_value, "grad_norm": grad_norm,
                            "seconds": time.perf_counter() - t0, **{k: float(v) for k, v in logs.items()}})
+            bar.set_postfix(loss=f"{loss_value:.4f}", epoch=epoch, refresh=False)
             bar.update()
-            bar.set_postfix(loss=f"{loss_value:.4f}", epoch=epoch)
             if step % rc.checkpoint_every == 0 or step == stop:
                 save(step, epoch, batch_in_epoch)
             if step >= stop:
