@@ -10,6 +10,7 @@ as objects) is their own object: 1.0 means no superpoint straddles two objects.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -59,8 +60,14 @@ def main() -> None:
     print(f"{'mesh':<34}{'vertices':>10}{'faces':>10}{'segments':>10}{'seconds':>10}{'purity':>8}")
     n = 100 if args.quick else 317
     v, f = grid_mesh(n)
+    segment_mesh(*grid_mesh(10))  # warm-up: numba compiles or loads its cache on first use
     t, seg = median_time(lambda: segment_mesh(v, f), repeats)
     print(f"{'noisy grid floor + box':<34}{len(v):>10}{len(f):>10}{seg.max() + 1:>10}{t:>10.3f}{'':>8}")
+    os.environ["UNISEG3D_NO_NUMBA"] = "1"
+    t_py, seg_py = median_time(lambda: segment_mesh(v, f), repeats)
+    os.environ.pop("UNISEG3D_NO_NUMBA")
+    print(f"{'  same, pure-Python union-find':<34}{len(v):>10}{len(f):>10}{seg_py.max() + 1:>10}{t_py:>10.3f}"
+          f"{'':>8}  (x{t_py / t:.1f} the default backend)")
     seeds = (1,) if args.quick else (1, 2, 3)
     for seed in seeds:
         scene = generate_scene(seed, config=SceneConfig(spacing=0.04))

@@ -283,3 +283,26 @@ def test_segment_points_shares_ids_within_a_voxel_and_accepts_no_colors():
 def test_segment_points_rejects_bad_input(kwargs, match):
     with pytest.raises(ValueError, match=match):
         segment_points(**kwargs)
+
+
+def test_estimate_normals_closed_form_matches_eigh_and_handles_degenerate_neighbourhoods():
+    from scipy.spatial import cKDTree
+
+    from uniseg3d_model.superpoints import estimate_normals
+
+    rng = np.random.default_rng(3)
+    plane = np.c_[rng.random((400, 2)), 0.002 * rng.normal(size=400)]
+    blob = rng.normal(size=(300, 3)) + 10
+    line = np.c_[np.linspace(0, 1, 50), np.zeros(50), np.zeros(50)] + 20
+    same = np.zeros((20, 3)) + 30  # coincident points: any unit vector is acceptable
+    points = np.concatenate([plane, blob, line, same])
+    _, nidx = cKDTree(points).query(points, k=16)
+    normals = estimate_normals(points, nidx)
+    assert np.isfinite(normals).all() and np.allclose(np.linalg.norm(normals, axis=1), 1.0)
+    nb = points[nidx] - points[nidx].mean(axis=1, keepdims=True)
+    evals, evecs = np.linalg.eigh(np.matmul(nb.transpose(0, 2, 1), nb))
+    separated = (evals[:, 1] - evals[:, 0]) > 1e-3 * evals[:, 2]
+    assert separated[:700].mean() > 0.95
+    dots = np.abs(np.einsum("ij,ij->i", normals, evecs[:, :, 0]))
+    assert dots[separated].min() > 0.999
+    assert np.abs(normals[:400, 2]).min() > 0.9  # the noisy plane's normals point along z
