@@ -64,9 +64,36 @@ def panoptic_colors(
     return out
 
 
+def index_colors(n: int) -> np.ndarray:
+    """(n, 3) uint8 colours that encode point indices 0..n-1 (24-bit, white stays free)."""
+    if n >= 0xFFFFFF:
+        raise ValueError(f"at most {0xFFFFFF - 1} points can be rendered, got {n}")
+    idx = np.arange(n, dtype=np.int64)
+    return np.stack([(idx >> 16) & 255, (idx >> 8) & 255, idx & 255], axis=1).astype(np.uint8)
+
+
+def decode_indices(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 render of :func:`index_colors` -> (H, W) int64 point index, -1 background."""
+    im = image.astype(np.int64)
+    idx = (im[..., 0] << 16) | (im[..., 1] << 8) | im[..., 2]
+    return np.where(idx == 0xFFFFFF, -1, idx)
+
+
+def compose(index_map: np.ndarray, colors: np.ndarray) -> np.ndarray:
+    """(H, W) point indices (-1 background) + (N, 3) uint8 colours -> (H, W, 3) uint8 image."""
+    out = np.full(index_map.shape + (3,), 255, np.uint8)
+    hit = index_map >= 0
+    out[hit] = colors[index_map[hit]]
+    return out
+
+
 class FigureMaker:
     """Renders figures of one map (``points`` (N, 3) float metres, ``colors`` (N, 3) float [0, 1])
-    with a fixed framing, into ``out_dir``."""
+    with a fixed framing, into ``out_dir``.
+
+    The z-buffered renders are done once, as maps of which point each pixel shows (point indices
+    rendered as colours); each figure then only looks up its colours, and a top-down mask is drawn
+    above everything by overlaying a render of the masked points alone."""
 
     def __init__(self, points: np.ndarray, colors: np.ndarray, out_dir: Path, size: int = 400) -> None:
         self.points = np.asarray(points, np.float64)
@@ -74,26 +101,33 @@ class FigureMaker:
         self.out_dir = Path(out_dir)
         self.size = size
         self.bounds = (self.points.min(0), self.points.max(0))
-        self.pose = default_perspective_pose(self.points)
+        self.top = self._top_indices(np.arange(len(self.points)))
         # cutaway: the perspective camera looks over the walls at min x and min y; leave them out
         lo = self.bounds[0]
         near_wall = (self.points[:, 0] < lo[0] + 0.06) | (self.points[:, 1] < lo[1] + 0.06)
-        self.cutaway = ~(near_wall & (self.points[:, 2] > lo[2] + 0.1))
-        self.lift = np.array([0.0, 0.0, 10.0 + float(self.bounds[1][2] - self.bounds[0][2])])
+        keep = np.flatnonzero(~(near_wall & (self.points[:, 2] > lo[2] + 0.1)))
+        pose = default_perspective_pose(self.points)
+        persp = render_perspective(
+            self.points[keep], index_colors(len(keep)), pose, width=size * 4 // 3, height=size, radius=1
+        )
+        idx = decode_indices(persp)
+        self.persp = np.where(idx >= 0, keep[np.maximum(idx, 0)], -1)
+
+    def _top_indices(self, subset: np.ndarray) -> np.ndarray:
+        image = render_top_down(
+            self.points[subset], index_colors(len(subset)), size=self.size, radius=1, bounds=self.bounds
+        )
+        idx = decode_indices(image)
+        return np.where(idx >= 0, subset[np.maximum(idx, 0)], -1)
 
     def _views(
         self, colors: np.ndarray, highlight: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        pts = self.points
+        top = self.top
         if highlight is not None and highlight.any():  # top-down: draw the mask above everything
-            pts = pts + highlight[:, None] * self.lift
-        lo, hi = self.bounds
-        top = render_top_down(pts, colors, size=self.size, radius=1, bounds=(lo, hi))
-        keep = self.cutaway
-        persp = render_perspective(
-            self.points[keep], colors[keep], self.pose, width=self.size * 4 // 3, height=self.size, radius=1
-        )
-        return top, persp
+            above = self._top_indices(np.flatnonzero(highlight))
+            top = np.where(above >= 0, above, top)
+        return compose(top, colors), compose(self.persp, colors)
 
     def grid(
         self,

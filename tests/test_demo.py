@@ -1,0 +1,276 @@
+"""``uniseg3d_demo``: the ground-truth scoring it prints (pure, on a generated room), its figures, and
+the whole demo run end to end in a subprocess on an isolated ROS domain (node and planner over real
+rclpy on loopback), including the failure path and the clean-up of its child processes.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import rosutil
+from tests.test_render import _read_png
+from uniseg3d_ros.demo import parse_args
+from uniseg3d_ros.demo_figures import ANSWER, TRUTH, FigureMaker
+from uniseg3d_ros.demo_scene import (
+    DemoRoom,
+    best_match,
+    click_point,
+    indices_to_mask,
+    iou,
+    is_thing,
+    matches_word,
+    pick_click_object,
+    pick_referrals,
+    semantic_scores,
+    transfer_labels,
+    vertex_semantic20,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def room():
+    from uniseg3d_model.synthetic.scene import generate_scene
+    from uniseg3d_model.synthetic.sentences import scene_referrals
+
+    scene = generate_scene(3, "demo0003_00", room_type="living room")
+    return DemoRoom(scene, Path("unused"), scene_referrals(scene, np.random.default_rng(3)), 0)
+
+
+# ----------------------------------------------------------------------------- ground truth (pure)
+def test_transfer_labels_gives_map_points_their_vertex_labels(room):
+    scene = room.scene
+    pts = scene.vertices[::7] + np.float32(1e-4)  # a map is near, not exactly on, the mesh
+    far = np.array([[50.0, 50.0, 50.0]])
+    truth = transfer_labels(scene, np.concatenate([pts, far]), max_distance=0.1)
+    np.testing.assert_array_equal(truth.object_id[:-1], scene.instance[::7])
+    np.testing.assert_array_equal(truth.semantic[:-1], vertex_semantic20(scene)[::7])
+    assert truth.object_id[-1] == -1 and truth.semantic[-1] == -1
+
+
+def test_vertex_semantic20_maps_nyu40_and_marks_other_classes(room):
+    scene = room.scene
+    sem = vertex_semantic20(scene)
+    for o in scene.objects:
+        got = np.unique(sem[scene.instance == o.object_id])
+        assert got.tolist() == [o.scannet20 if o.annotated else -1], o.raw_category
+
+
+def test_best_match_finds_the_object_and_scores_partial_masks(room):
+    scene = room.scene
+    truth = transfer_labels(scene, scene.vertices)
+    oid = next(o.object_id for o in scene.objects if is_thing(o))
+    full = truth.mask(oid)
+    assert best_match(full, truth) == (oid, 1.0)
+    half = full.copy()
+    half[np.flatnonzero(full)[::2]] = False
+    assert best_match(half, truth)[0] == oid
+    assert iou(half, full) == pytest.approx(half.sum() / full.sum())
+    assert best_match(np.zeros(len(full), bool), truth) == (-1, 0.0)
+    assert iou(np.zeros(3, bool), np.zeros(3, bool)) == 0.0
+
+
+def test_indices_to_mask_rejects_indices_outside_the_map():
+    np.testing.assert_array_equal(indices_to_mask(np.array([0, 2]), 4), [True, False, True, False])
+    with pytest.raises(ValueError, match="outside a map of 4 points"):
+        indices_to_mask(np.array([4]), 4)
+
+
+def test_click_point_lies_on_the_object_near_its_centre(room):
+    scene = room.scene
+    truth = transfer_labels(scene, scene.vertices)
+    oid = pick_click_object(room, truth, exclude=set())
+    obj = scene.object(oid)
+    assert is_thing(obj) and obj.raw_category not in ("door", "window", "picture", "curtain")
+    mask = truth.mask(oid)
+    click = click_point(scene.vertices, mask)
+    assert truth.object_id[np.argmin(np.linalg.norm(scene.vertices - click, axis=1))] == oid
+    spread = np.linalg.norm(scene.vertices[mask] - scene.vertices[mask].mean(0), axis=1)
+    assert np.linalg.norm(click - scene.vertices[mask].mean(0)) <= np.percentile(spread, 5) + 1e-6
+    with pytest.raises(ValueError, match="no map points"):
+        click_point(scene.vertices, np.zeros(len(mask), bool))
+
+
+def test_pick_referrals_takes_distinct_targets_the_map_saw(room):
+    scene = room.scene
+    truth = transfer_labels(scene, scene.vertices)
+    picked = pick_referrals(room, truth, 3, min_points=50)
+    assert len(picked) == 3 and len({r.object_id for r in picked}) == 3
+    assert all(r in room.referrals for r in picked)
+    unseen = transfer_labels(scene, scene.vertices[scene.instance != picked[0].object_id])
+    assert picked[0].object_id not in {r.object_id for r in pick_referrals(room, unseen, 3, min_points=50)}
+
+
+def test_semantic_scores_on_perfect_and_confused_labels(room):
+    truth = transfer_labels(room.scene, room.scene.vertices)
+    assert semantic_scores(truth.semantic, truth) == (1.0, 1.0)
+    wrong = np.where(truth.semantic == 0, 1, truth.semantic)  # every wall point called floor
+    acc, miou = semantic_scores(wrong, truth)
+    valid = truth.semantic >= 0
+    assert acc == pytest.approx(1 - np.mean(truth.semantic[valid] == 0))
+    classes = np.unique(truth.semantic[valid])
+    floor_iou = np.sum(truth.semantic == 1) / np.sum(valid & ((truth.semantic == 1) | (truth.semantic == 0)))
+    assert miou == pytest.approx((len(classes) - 2 + floor_iou) / len(classes))
+
+
+def test_open_vocabulary_words_match_raw_and_nyu40_names(room):
+    by_raw = {o.raw_category: o for o in room.scene.objects}
+    assert matches_word(by_raw["couch"], "sofa") and matches_word(by_raw["couch"], "couch")
+    assert not matches_word(by_raw["couch"], "chair")
+    if "coffee table" in by_raw:
+        assert matches_word(by_raw["coffee table"], "table")
+
+
+# ----------------------------------------------------------------------------- figures and CLI
+def test_mask_figure_shows_answer_left_and_truth_right(tmp_path):
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, 3, (4000, 3)) * np.array([1, 1, 0.5])
+    colors = rng.uniform(0, 1, (4000, 3))
+    answer, truth = points[:, 0] < 1.0, points[:, 0] > 2.0
+    path = FigureMaker(points, colors, tmp_path, size=120).mask_figure(answer, truth, "q.png")
+    image = _read_png(path)
+    assert image.shape == (120 + 8 + 120, 160 + 8 + 160, 3)
+    top_left, top_right = image[:120, :120], image[:120, 128:248]
+    red = np.all(top_left == ANSWER, axis=-1)
+    green = np.all(top_right == TRUTH, axis=-1)
+    assert red[:, :35].mean() > 0.5 and not red[:, 45:].any()  # x < 1 m is the left third
+    assert green[:, 85:].mean() > 0.5 and not green[:, :75].any()
+    assert not np.all(image[:120, :120] == TRUTH, axis=-1).any()
+
+
+def test_cli_help_documents_the_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for opt in ("--out", "--seed", "--frames", "--checkpoint", "--rate", "--keep-going", "--replay-process"):
+        assert opt in text
+
+
+def test_cli_rejects_bad_values(capsys):
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--frames", "0"])
+    assert exc.value.code == 2 and "--frames" in capsys.readouterr().err
+    assert parse_args([]).out.name.startswith("demo-")
+
+
+# ----------------------------------------------------------------------------- end to end
+SMALL = [
+    "--frames",
+    "10",
+    "--width",
+    "160",
+    "--height",
+    "120",
+    "--sentences",
+    "2",
+    "--rate",
+    "0",
+    "--checkpoint",
+    "random",
+    "--text-encoder",
+    "hash",
+    "--timeout",
+    "60",
+]
+
+
+def _run_demo(out: Path, extra: list[str], timeout: float = 150.0) -> tuple[subprocess.CompletedProcess, int]:
+    with rosutil.ros_domain() as domain:
+        env = rosutil.ros_env(domain)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "uniseg3d_ros.demo",
+                "--out",
+                str(out),
+                "--domain-id",
+                str(domain),
+                *extra,
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return proc, domain
+
+
+def _leftover_children(domain: int) -> list[str]:
+    """Processes of this user on ``domain`` running the node or the replay tool."""
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if "uniseg3d_ros.node" not in cmd and "uniseg3d_ros.replay" not in cmd:
+            continue
+        try:
+            if p.environ().get("ROS_DOMAIN_ID") == str(domain):
+                found.append(f"{p.pid}: {cmd}")
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
+    return found
+
+
+def test_demo_runs_the_mission_end_to_end(tmp_path):
+    out = tmp_path / "demo"
+    proc, domain = _run_demo(out, SMALL)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = proc.stdout
+    for needle in (
+        "UniSeg3D-ROS demo summary",
+        "UNTRAINED",
+        "10/10 frames",
+        "~/segment",
+        "~/refer",
+        "~/open_vocab [chair, table, bed, lamp, sofa]",
+        "~/interactive click",
+        "5/5 succeeded",
+    ):
+        assert needle in text, needle
+    assert f"output      {out.resolve()}" in text
+    assert (out / "summary.txt").read_text().strip() == text[text.index("=" * 78) :].strip()
+
+    summary = json.loads((out / "summary.json").read_text())
+    facts, queries = summary["facts"], summary["queries"]
+    assert facts["frames_fused"] == 10 and facts["map_points"] > 1000 and facts["untrained"] is True
+    assert [q["kind"] for q in queries] == ["segment", "refer", "refer", "open_vocab", "interactive"]
+    assert all(q["ok"] for q in queries)
+    sentences = {s["description"] for s in json.loads((out / "ground_truth.json").read_text())["sentences"]}
+    for q in queries:
+        if q["kind"] in ("refer", "interactive"):
+            assert 0.0 <= q["iou"] <= 1.0 and q["rows"][0]["truth_points"] >= 200
+        if q["kind"] == "refer":
+            assert q["request"].strip('"') in sentences
+        assert q["latency_ms"] > 0 and q["round_trip_ms"] >= q["latency_ms"]
+        image = _read_png(Path(q["figure"]))
+        assert image.shape == (400 + 8 + 400, 2 * 533 + 8, 3)
+        assert (image != 255).any(axis=-1).mean() > 0.2  # the map is drawn, not a blank canvas
+    seq = json.loads((out / "sequence" / "sequence.json").read_text())
+    assert (seq["width"], seq["height"], seq["num_frames"]) == (160, 120, 10)
+    assert _leftover_children(domain) == []
+
+
+def test_demo_fails_clearly_and_stops_the_node_when_the_model_cannot_load(tmp_path):
+    missing = tmp_path / "no_such_checkpoint.pt"
+    extra = list(SMALL)
+    extra[extra.index("random")] = str(missing)
+    extra[extra.index("--frames") + 1] = "2"
+    t0 = time.monotonic()
+    proc, domain = _run_demo(tmp_path / "demo", extra)
+    assert proc.returncode == 1
+    assert "FAILED: the node could not load the model" in proc.stderr
+    assert "does not exist" in proc.stderr and str(missing) in proc.stderr
+    assert time.monotonic() - t0 < 100
+    assert _leftover_children(domain) == []
