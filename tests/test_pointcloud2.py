@@ -282,3 +282,10 @@ def test_matches_sensor_msgs_py_when_available():
     assert [(f.name, f.offset, f.datatype) for f in ours.fields] == [
         (f.name, f.offset, f.datatype) for f in theirs.fields]
     np.testing.assert_array_equal(pc2.cloud_to_arrays(theirs)[0], ros_pc2.read_points_numpy(theirs))
+
+
+def test_encoder_rejects_0_255_float_colors():
+    with pytest.raises(ValueError, match="0-255"):
+        pc2.points_to_cloud(None, np.zeros((2, 3)), np.full((2, 3), 200.0))
+    msg = pc2.points_to_cloud(None, np.zeros((2, 3)), np.array([[np.nan, 0.5, 1.0005], [0, 0, 0]]))
+    np.testing.assert_allclose(pc2.cloud_to_arrays(msg)[1], [[0, 128 / 255, 1], [0, 0, 0]], atol=1e-7)

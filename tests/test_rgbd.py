@@ -119,6 +119,7 @@ def test_nonzero_distortion_warns_zero_does_not():
     ({"depth": np.ones((2, 2), bool)}, "dtype"),
     ({"color": np.zeros((3, 2, 3), np.uint8)}, "does not match"),
     ({"color": np.zeros((2, 2), np.uint8)}, "color must be"),
+    ({"color": np.full((2, 2, 3), 255.0)}, "0-255"),
     ({"stride": 0}, "stride"),
     ({"max_depth": 0.05}, "max_depth"),
     ({"depth_scale": -1.0}, "depth_scale"),

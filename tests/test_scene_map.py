@@ -363,3 +363,19 @@ def test_bad_inputs_are_rejected():
         SceneMap(voxel_size=0)
     with pytest.raises(ValueError, match="crop_min"):
         SceneMap(crop_min=[0, 0, 0])
+
+
+@pytest.mark.parametrize(("colors", "match"), [
+    (np.full((4, 3), 255.0), "0-255"),
+    (np.full((4, 3), -0.5), r"\[0, 1\]"),
+    (np.full((4, 3), 7, np.int64), "dtype"),
+])
+def test_colors_outside_unit_range_are_rejected(colors, match):
+    with pytest.raises(ValueError, match=match):
+        SceneMap().integrate(np.zeros((4, 3)), colors, np.eye(4))
+
+
+def test_nan_colors_fuse_as_grey():
+    m = SceneMap(voxel_size=1.0)
+    m.integrate(np.full((2, 3), 0.5), np.array([[np.nan, 0.2, 0.2], [np.nan, 0.4, 0.4]]), np.eye(4))
+    np.testing.assert_allclose(m.snapshot().colors, [[0.5, 0.3, 0.3]], atol=1e-6)

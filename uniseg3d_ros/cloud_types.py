@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-__all__ = ["DATATYPES", "Header", "PointCloud2", "PointField", "pack_rgb", "unpack_rgb"]
+__all__ = ["DATATYPES", "Header", "PointCloud2", "PointField", "check_unit_colors", "pack_rgb", "unpack_rgb"]
 
 # PointField datatype constants -> numpy base type (byte order added per message).
 INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = range(1, 9)
@@ -72,11 +73,30 @@ def unpack_rgb(packed: np.ndarray) -> np.ndarray:
     return out
 
 
+def check_unit_colors(colors: np.ndarray, name: str = "colors") -> None:
+    """Raise ``ValueError`` unless ``colors`` is uint8 or float with finite values in [0, 1] (+-1e-3)."""
+    if colors.dtype == np.uint8:
+        return
+    if not np.issubdtype(colors.dtype, np.floating):
+        raise ValueError(f"{name} must be uint8 (0-255) or float in [0, 1], got dtype {colors.dtype}")
+    if colors.size:
+        lo, hi = colors.min(), colors.max()
+        if np.isnan(lo) or np.isnan(hi):  # NaN colors are accepted (mapped later); check the rest
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN input
+                lo, hi = np.nanmin(colors), np.nanmax(colors)
+        if lo < -1e-3 or hi > 1.0 + 1e-3:
+            raise ValueError(f"{name} must be in [0, 1] for float dtype, got range [{lo:g}, {hi:g}] "
+                             "(pass uint8 for 0-255 values)")
+
+
 def pack_rgb(colors: np.ndarray) -> np.ndarray:
-    """(N, 3) float in [0, 1] (clipped, NaN -> 0) or uint8 -> (N,) uint32 ``0x00RRGGBB``."""
+    """(N, 3) uint8, or float in [0, 1] (NaN -> 0; values outside [-1e-3, 1 + 1e-3] are an error,
+    e.g. 0-255 floats) -> (N,) uint32 ``0x00RRGGBB``."""
     c = np.asarray(colors)
     if c.ndim != 2 or c.shape[1] != 3:
         raise ValueError(f"colors must be (N, 3), got shape {c.shape}")
+    check_unit_colors(c)
     if c.dtype != np.uint8:
         f = np.fmax(c.astype(np.float32), np.float32(0.0))  # fmax maps NaN to 0
         np.fmin(f, np.float32(1.0), out=f)

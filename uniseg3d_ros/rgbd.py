@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from uniseg3d_ros.cloud_types import check_unit_colors
+
 __all__ = ["depth_to_points", "intrinsics_matrix"]
 
 
@@ -54,6 +56,7 @@ def _color_to_float(color: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         )
     if c.dtype != np.uint8 and not np.issubdtype(c.dtype, np.floating):
         raise ValueError(f"color dtype must be uint8 or float in [0, 1], got {c.dtype}")
+    check_unit_colors(c[:, :, :3], "color")
     return c[:, :, :3]
 
 

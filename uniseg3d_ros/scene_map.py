@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from uniseg3d_ros.cloud_types import check_unit_colors
 from uniseg3d_ros.voxel_hash import COORD_MAX, COORD_MIN, VoxelHashTable, group_voxels
 
 __all__ = ["MapSnapshot", "SceneMap", "transform_points"]
@@ -203,6 +204,7 @@ class SceneMap:
             c = np.asarray(colors)
             if c.shape != p.shape:
                 raise ValueError(f"colors must have shape {p.shape} like points, got {c.shape}")
+            check_unit_colors(c)
         T = check_pose(pose)
         if p.shape[0] == 0:
             return None
@@ -269,7 +271,8 @@ class SceneMap:
 
         Args:
             points: (N, 3) float, metres, sensor frame (e.g. camera optical frame); NaN rows skipped.
-            colors: (N, 3) float in [0, 1] or uint8, or ``None`` (mid grey).
+            colors: (N, 3) float in [0, 1] (NaN -> grey) or uint8, or ``None`` (mid grey); other ranges
+                or dtypes raise ``ValueError``.
             pose: (4, 4) sensor -> fixed frame transform (``None``: identity, points already fixed).
             stamp: time of the batch (seconds), stored as ``last_seen``.
         Returns:
