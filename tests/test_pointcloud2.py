@@ -289,3 +289,12 @@ def test_encoder_rejects_0_255_float_colors():
         pc2.points_to_cloud(None, np.zeros((2, 3)), np.full((2, 3), 200.0))
     msg = pc2.points_to_cloud(None, np.zeros((2, 3)), np.array([[np.nan, 0.5, 1.0005], [0, 0, 0]]))
     np.testing.assert_allclose(pc2.cloud_to_arrays(msg)[1], [[0, 128 / 255, 1], [0, 0, 0]], atol=1e-7)
+
+
+@pytest.mark.parametrize("wrap", [bytes, bytearray, list, lambda b: np.frombuffer(b, np.uint8), memoryview])
+def test_data_buffer_types_decode_alike(wrap):
+    msg = good_msg()
+    msg.data = wrap(msg.data)
+    pts, colors = pc2.cloud_to_arrays(msg)
+    np.testing.assert_array_equal(pts, np.tile([1.0, 2.0, 3.0], (4, 1)))
+    assert colors.shape == (4, 3)
