@@ -17,7 +17,8 @@ from uniseg3d_model.text_encoders import build_text_encoder
 C, D, HIDDEN, LAYERS, TEXT_DIM = 32, 96, 192, 3, 48  # ModelConfig.small() widths, hash:48 text
 
 
-def official_like_state_dict(layers: int = LAYERS, d: int = D, iou_layers: int = 3, seed: int = 0):
+def official_like_state_dict(layers: int = LAYERS, d: int = D, iou_layers: int = 3, seed: int = 0,
+                             hidden: int = HIDDEN, text_dim: int = TEXT_DIM):
     """Random tensors under the official UniSeg3D module names (uniseg3d.py, query_decoder.py,
     lang_module.py, openclip_backbone.py, spconv_unet.py) with their shapes."""
     g = torch.Generator().manual_seed(seed)
@@ -39,11 +40,11 @@ def official_like_state_dict(layers: int = LAYERS, d: int = D, iou_layers: int =
         "decoder.mask_pooling_proj.0.weight": (d,), "decoder.mask_pooling_proj.0.bias": (d,),
         "decoder.mask_pooling_proj.1.weight": (d, d), "decoder.mask_pooling_proj.1.bias": (d,),
         "decoder.mask_pooling_proj_sem.1.weight": (d, d),
-        "decoder.cls_proj_sem.4.weight": (TEXT_DIM, d),
+        "decoder.cls_proj_sem.4.weight": (text_dim, d),
         "lang.Mlp.fc1.weight": (16, 16), "lang.Mlp.fc2.weight": (C, 16),
         "criterion.contrastive_criterion.logit_scale": (),
     }
-    for i, (out_dim, in_dim) in enumerate([(d, d), (d, d), (TEXT_DIM, d)]):
+    for i, (out_dim, in_dim) in enumerate([(d, d), (d, d), (text_dim, d)]):
         p = f"decoder.cls_proj.{2 * i}."
         shapes |= {p + "weight": (out_dim, in_dim), p + "bias": (out_dim,)}
     for i in range(iou_layers):
@@ -56,8 +57,8 @@ def official_like_state_dict(layers: int = LAYERS, d: int = D, iou_layers: int =
                        p + "attn.out_proj.weight": (d, d), p + "attn.out_proj.bias": (d,),
                        p + "norm.weight": (d,), p + "norm.bias": (d,)}
         p = f"decoder.ffn_layers.{i}."
-        shapes |= {p + "net.0.weight": (HIDDEN, d), p + "net.0.bias": (HIDDEN,),
-                   p + "net.3.weight": (d, HIDDEN), p + "net.3.bias": (d,),
+        shapes |= {p + "net.0.weight": (hidden, d), p + "net.0.bias": (hidden,),
+                   p + "net.3.weight": (d, hidden), p + "net.3.bias": (d,),
                    p + "norm.weight": (d,), p + "norm.bias": (d,)}
     sd = {k: torch.randn(s, generator=g) * 0.2 for k, s in shapes.items()}
     sd["criterion.contrastive_criterion.logit_scale"] = torch.tensor(2.0)
@@ -89,6 +90,17 @@ def test_converted_state_dict_loads_strict_and_carries_official_tensors(model):
     assert torch.allclose(sd["decoder.logit_scale"], torch.tensor(math.log(100.0)))
     assert not sd["decoder.no_object.weight"].any() and not sd["query_builder.click_pe.linear.weight"].any()
     assert torch.allclose(sd["contrastive_logit_scale"], torch.tensor(math.log(2.0)))
+
+
+def test_paper_config_takes_the_published_checkpoint_shapes():
+    """Published config: 32 backbone channels, d_model 256, 6 layers, FFN 1024, CLIP 768-d."""
+    official = official_like_state_dict(layers=6, d=256, hidden=1024, text_dim=768)
+    paper = UniSeg3D(ModelConfig.paper(), build_text_encoder("hash:768"))
+    state, report = convert_state_dict(official, paper.state_dict())
+    paper.load_state_dict(state, strict=True)
+    assert report.mapped["decoder.layers.5.ffn.0.weight"] == "decoder.ffn_layers.5.net.0.weight"
+    decoder_keys = [k for k in state if k.startswith("decoder.") and "score_head" not in k]
+    assert all(k in report.mapped or k in report.synthesized for k in decoder_keys)
 
 
 def test_unrepresentable_official_parts_are_reported_with_reasons(model):
