@@ -138,3 +138,37 @@ def test_load_rejects_a_truncated_file(tmp_path: Path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ValueError, match="npz"):
         SceneMap.load(path)
+
+
+def test_save_and_clear_while_integrating(room, tmp_path: Path):
+    import threading
+
+    _, _, frames = room
+    m = SceneMap()
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def writer():
+        try:
+            for rep in range(4):
+                for i, (pts, cols, pose) in enumerate(frames):
+                    m.integrate(pts, cols, pose, stamp=float(rep * 10 + i))
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+        finally:
+            done.set()
+
+    t = threading.Thread(target=writer)
+    t.start()
+    saves = 0
+    while not done.is_set() or saves < 2:
+        m.save(tmp_path / "live.npz")
+        saves += 1
+        SceneMap.load(tmp_path / "live.npz")  # every saved file is complete and passes validation
+        if saves == 3:
+            m.clear()
+    t.join(timeout=120)
+    assert not errors, errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.npz"]
+    final = m.snapshot()
+    assert len(np.unique(final.keys)) == len(final) and final.counts.min() >= 1
