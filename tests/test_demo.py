@@ -274,3 +274,49 @@ def test_demo_fails_clearly_and_stops_the_node_when_the_model_cannot_load(tmp_pa
     assert "does not exist" in proc.stderr and str(missing) in proc.stderr
     assert time.monotonic() - t0 < 100
     assert _leftover_children(domain) == []
+
+
+def test_keep_going_runs_every_query_after_a_failure_and_exits_non_zero(tmp_path):
+    small = list(SMALL)
+    small[small.index("--frames") + 1] = "4"
+    small[small.index("--sentences") + 1] = "1"
+    out = tmp_path / "demo"
+    proc, domain = _run_demo(out, [*small, "--vocabulary", "chair", " ", "--keep-going", "--no-figures"])
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3/4 succeeded; FAILED: open_vocab (class_names[1] is empty)" in proc.stdout
+    assert "1 query(ies) failed" in proc.stderr
+    kinds = [q["kind"] for q in json.loads((out / "summary.json").read_text())["queries"]]
+    assert kinds == ["segment", "refer", "open_vocab", "interactive"]
+    assert not (out / "figures").exists()
+    assert _leftover_children(domain) == []
+
+
+def test_sigterm_stops_the_demo_and_its_node(tmp_path):
+    with rosutil.ros_domain() as domain:
+        env = rosutil.ros_env(domain)
+        cmd = [
+            sys.executable,
+            "-m",
+            "uniseg3d_ros.demo",
+            "--out",
+            str(tmp_path / "demo"),
+            "--domain-id",
+            str(domain),
+            *SMALL,
+        ]
+        log = tmp_path / "demo.log"
+        with open(log, "w") as fh:
+            proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while "started uniseg3d_node" not in log.read_text():
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+            assert len(_leftover_children(domain)) == 1
+            proc.terminate()
+            assert proc.wait(30) == 130
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert "interrupted; child processes stopped" in log.read_text()
+        assert _leftover_children(domain) == []

@@ -169,7 +169,7 @@ class QueryRunner:
             w: [
                 o.object_id
                 for o in self.scene.objects
-                if o.annotated and matches_word(o, w) and seen.get(o.object_id, 0) >= MIN_VISIBLE
+                if matches_word(o, w) and seen.get(o.object_id, 0) >= MIN_VISIBLE
             ]
             for w in vocabulary
         }
