@@ -150,3 +150,21 @@ def test_random_model_fallback_is_announced(monkeypatch, tmp_path):
     monkeypatch.setattr(engine_mod, "default_checkpoint", lambda: tmp_path / "absent.pt")
     eng = load_engine("", text_encoder="hash")
     assert any("RANDOMLY INITIALISED" in n for n in eng.notes)
+
+
+def test_prompt_only_decode_matches_the_joint_decode(engine, room_map):
+    from dataclasses import replace
+
+    from uniseg3d_model import postprocess
+
+    prep, _ = engine._prepare(room_map.snapshot())
+    scene = replace(prep.scene, texts=["the red chair"], clicks=prep.scene.points[[5]])
+    with torch.inference_mode():
+        joint = engine.model.decode(prep.encodings, [scene])[0]
+        alone = engine.model.decode(prep.encodings, [scene], unified=False)[0]
+    assert engine.model.cfg.isolate_prompts
+    for a, b in zip(postprocess.referring(joint, scene), postprocess.referring(alone, scene)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_array_equal(
+        postprocess.interactive(joint, scene), postprocess.interactive(alone, scene)
+    )

@@ -9,11 +9,14 @@ counters for bad input, and bounded memory under a 30 Hz burst.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
+from tests import rosutil
 from uniseg3d_ros.params import PARAMETERS, NodeParams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,3 +57,408 @@ def test_launch_file_and_rviz_config_reference_the_node_and_displays():
     assert rviz["Visualization Manager"]["Global Options"]["Fixed Frame"] == "map"
     topics = {d.get("Topic", {}).get("Value") for d in displays}
     assert {f"{NODE}/markers", f"{NODE}/segmented_cloud", f"{NODE}/map_cloud"} <= topics
+
+
+# ----------------------------------------------------------------------------- ROS (node in a child process)
+MAX_VOXELS = 4000
+NODE_PARAMS = {
+    "text_encoder": "hash",  # the model package's deterministic test encoder (no 9 s MiniLM load)
+    "checkpoint": "random",  # deterministic untrained model, whatever weights ship
+    "stats_period": 0.2,
+    "map_publish_rate": 5.0,
+    "sensor_frame": "camera",
+    "max_voxels": MAX_VOXELS,
+    "max_click_distance": 0.1,
+    "queue_depth": 5,
+}
+
+
+def _ros_arg(value):
+    return str(value).lower() if isinstance(value, bool) else (value if value != "" else '""')
+
+
+class NodeHarness:
+    """The test side: a probe node with publishers, clients and a ~/stats listener."""
+
+    def __init__(self, ctx, server):
+        import rclpy
+        from geometry_msgs.msg import PoseStamped
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import PointCloud2
+        from std_msgs.msg import String
+        from visualization_msgs.msg import MarkerArray
+
+        self.server = server
+        self.node = rclpy.create_node("node_test_probe", context=ctx)
+        qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self.cloud_pub = self.node.create_publisher(PointCloud2, f"{NODE}/cloud", qos)
+        self.pose_pub = self.node.create_publisher(PoseStamped, f"{NODE}/pose", qos)
+        self.stats: dict = {}
+        self.markers: list = []
+        self.segmented: list = []
+        self.map_clouds: list = []
+        self.node.create_subscription(String, f"{NODE}/stats", self._on_stats, 10)
+        self.node.create_subscription(MarkerArray, f"{NODE}/markers", self.markers.append, latched)
+        self.node.create_subscription(PointCloud2, f"{NODE}/segmented_cloud", self.segmented.append, latched)
+        self.node.create_subscription(PointCloud2, f"{NODE}/map_cloud", self.map_clouds.append, 1)
+        self._clients: dict = {}
+
+    def _on_stats(self, msg):
+        self.stats = json.loads(msg.data)
+
+    def spin_until(self, predicate, timeout=20.0, what="condition"):
+        rosutil.spin_until(self.node, predicate, timeout, what, procs=[self.server])
+
+    def call(self, srv_type, name, request, timeout=60.0):
+        client = self._clients.get(name)
+        if client is None:
+            client = self._clients[name] = self.node.create_client(srv_type, f"{NODE}/{name}")
+            rosutil.wait_for_service(self.node, client, timeout=30.0, procs=[self.server])
+        return rosutil.call_service(self.node, client, request, timeout, procs=[self.server])
+
+    def fresh_stats(self):
+        """Stats published after now (spins until one arrives)."""
+        self.stats = {}
+        self.spin_until(lambda: bool(self.stats), what="a ~/stats message")
+        return self.stats
+
+    def publish_until(self, make_msg, done, what, period=0.3, timeout=20.0):
+        """Publish make_msg() every ``period`` s until done() (best-effort subscriber: resend)."""
+        last = [-1e9]
+
+        def step():
+            if done():
+                return True
+            now = self.node.get_clock().now().nanoseconds * 1e-9
+            if now - last[0] > period:
+                msg = make_msg()
+                (self.pose_pub if type(msg).__name__ == "PoseStamped" else self.cloud_pub).publish(msg)
+                last[0] = now
+            return False
+
+        self.spin_until(step, timeout, what)
+
+    def clear_map(self):
+        from std_srvs.srv import Trigger
+
+        res = self.call(Trigger, "clear_map", Trigger.Request())
+        assert res.success, res.message
+        self.spin_until(lambda: self.stats.get("map_points", -1) == 0, what="map cleared in ~/stats")
+
+    def load_room(self, room):
+        """Clear the map and feed the room cloud (map frame) until the node integrated it."""
+        from sensor_msgs.msg import PointCloud2
+
+        from uniseg3d_ros.frames import stamp_msg
+        from uniseg3d_ros.pointcloud2 import Header, points_to_cloud
+
+        self.clear_map()
+        base = self.fresh_stats().get("clouds_integrated", 0)
+
+        def msg():
+            return points_to_cloud(
+                Header(frame_id="map", stamp=stamp_msg(1.0)),
+                room.points,
+                room.colors,
+                msg_factory=PointCloud2,
+            )
+
+        self.publish_until(msg, lambda: self.stats.get("clouds_integrated", 0) > base, "room integrated")
+        self.spin_until(lambda: self.stats.get("map_points", 0) > 0, what="map points in stats")
+
+
+@pytest.fixture(scope="module")
+def ros():
+    import rclpy
+
+    with rosutil.ros_domain() as domain, rosutil.ros_context(domain) as ctx:
+        # fewer malloc arenas: RSS then reflects live memory, not per-thread arena slack
+        env = rosutil.ros_env(domain, {"MALLOC_ARENA_MAX": "2"})
+        args = ["-m", "uniseg3d_ros.node", "--ros-args"]
+        for k, v in NODE_PARAMS.items():
+            args += ["-p", f"{k}:={_ros_arg(v)}"]
+        with rosutil.start_python(args, env=env, name="uniseg3d_node") as server:
+            harness = NodeHarness(ctx, server)
+            try:
+                server.wait_for_output("ready:", timeout=60.0)
+                yield harness
+            finally:
+                harness.node.destroy_node()
+            log = server.output()
+            assert server.stop() == 0, f"the node did not exit cleanly on SIGINT:\n{log[-4000:]}"
+    del rclpy
+
+
+@pytest.fixture(scope="module")
+def room():
+    from tests.synthetic_room import make_room
+
+    return make_room(seed=1, density=150.0)
+
+
+def _cloud_fields(msg):
+    from uniseg3d_ros.pointcloud2 import read_points
+
+    return read_points(msg, ["x", "y", "z", "label", "instance"])
+
+
+@pytest.mark.ros
+def test_cloud_in_the_fixed_frame_builds_the_map(ros, room):
+    ros.load_room(room)
+    stats = ros.fresh_stats()
+    voxels = len(np.unique(np.floor(room.points / 0.02).astype(np.int64), axis=0))
+    assert stats["map_points"] == voxels  # one integration of the room = its occupied 2 cm voxels
+    ros.spin_until(
+        lambda: ros.map_clouds and ros.map_clouds[-1].width == voxels, what="~/map_cloud of the room"
+    )
+    from uniseg3d_ros.pointcloud2 import cloud_to_arrays
+
+    pts, cols = cloud_to_arrays(ros.map_clouds[-1])
+    assert ros.map_clouds[-1].header.frame_id == "map" and cols is not None
+    np.testing.assert_allclose(pts.min(0), room.points.min(0), atol=0.021)
+    np.testing.assert_allclose(pts.max(0), room.points.max(0), atol=0.021)
+
+
+@pytest.mark.ros
+def test_camera_frame_cloud_is_placed_with_the_pose_topic(ros, room):
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import PointCloud2
+
+    from uniseg3d_ros.frames import matrix_to_pose, pose_to_matrix, stamp_msg, transform_points
+    from uniseg3d_ros.pointcloud2 import Header, cloud_to_arrays, points_to_cloud
+
+    ros.clear_map()
+    pose = pose_to_matrix([2.0, -1.0, 1.5], [0.2, -0.1, 0.4, 0.9])
+    local = transform_points(room.points, np.linalg.inv(pose))  # the room as the camera saw it
+    pos, quat = matrix_to_pose(pose)
+
+    def pose_msg():
+        m = PoseStamped()
+        m.header.frame_id, m.header.stamp = "map", stamp_msg(7.0)
+        m.pose.position.x, m.pose.position.y, m.pose.position.z = map(float, pos)
+        m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z, m.pose.orientation.w = map(
+            float, quat
+        )
+        return m
+
+    ros.publish_until(pose_msg, lambda: ros.stats.get("poses", 0) > 0, "pose received")
+    base = ros.fresh_stats().get("clouds_integrated", 0)
+    cloud = points_to_cloud(
+        Header(frame_id="camera", stamp=stamp_msg(7.01)), local, room.colors, msg_factory=PointCloud2
+    )
+    ros.map_clouds.clear()  # map clouds from here on show only what this test integrated
+    ros.publish_until(lambda: cloud, lambda: ros.stats.get("clouds_integrated", 0) > base, "camera cloud")
+    ros.spin_until(lambda: ros.map_clouds and ros.map_clouds[-1].width > 0, what="~/map_cloud")
+    pts, _ = cloud_to_arrays(ros.map_clouds[-1])
+    np.testing.assert_allclose(pts.mean(0), room.points.mean(0), atol=0.02)
+    np.testing.assert_allclose(pts.min(0), room.points.min(0), atol=0.03)
+
+
+@pytest.mark.ros
+def test_malformed_clouds_and_unknown_frames_are_counted_not_fatal(ros, room):
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    from uniseg3d_ros.frames import stamp_msg
+    from uniseg3d_ros.pointcloud2 import Header, points_to_cloud
+
+    before = ros.fresh_stats()
+    bad = PointCloud2(height=1, width=100, point_step=12, row_step=1200, data=b"\x00" * 120)
+    bad.fields = [
+        PointField(name=n, offset=4 * i, datatype=PointField.FLOAT32, count=1) for i, n in enumerate("xyz")
+    ]
+    bad.header.frame_id = "map"
+    ros.publish_until(
+        lambda: bad,
+        lambda: ros.stats.get("malformed_cloud", 0) > before.get("malformed_cloud", 0),
+        "malformed cloud counted",
+    )
+    lidar = points_to_cloud(
+        Header(frame_id="lidar", stamp=stamp_msg(3.0)), room.points[:100], None, msg_factory=PointCloud2
+    )
+    ros.publish_until(
+        lambda: lidar,
+        lambda: ros.stats.get("unknown_frame", 0) > before.get("unknown_frame", 0),
+        "unknown frame counted",
+    )
+    after = ros.fresh_stats()
+    assert after["clouds_integrated"] == before.get("clouds_integrated", 0)
+    assert after["map_points"] == before["map_points"]  # nothing lost, nothing added
+    log = ros.server.output()
+    assert log.count("malformed PointCloud2 dropped") == 1  # logged once per cause, then counted
+    assert "lidar" in log
+
+
+@pytest.mark.ros
+def test_services_answer_bad_requests_with_a_reason(ros, room):
+    from geometry_msgs.msg import Point
+    from uniseg3d_msgs.srv import Interactive, OpenVocab, Refer, SaveMap, Segment
+
+    ros.clear_map()
+    empty = ros.call(Segment, "segment", Segment.Request())
+    assert not empty.success and "map is empty" in empty.message
+    ros.load_room(room)
+    cases = [
+        (Refer, "refer", Refer.Request(text="  "), "text is empty"),
+        (OpenVocab, "open_vocab", OpenVocab.Request(class_names=[]), "class_names is empty"),
+        (Segment, "segment", Segment.Request(score_threshold=2.0), "score_threshold"),
+        (Interactive, "interactive", Interactive.Request(clicks=[Point(x=50.0, y=0.0, z=0.0)]), "clicks[0]"),
+        (SaveMap, "save_map", SaveMap.Request(path=""), "path is empty"),
+        (SaveMap, "save_map", SaveMap.Request(path="/tmp/map.txt"), ".ply or .npz"),
+    ]
+    for srv, name, req, reason in cases:
+        res = ros.call(srv, name, req)
+        assert not res.success and reason in res.message, (name, res.message)
+    assert ros.fresh_stats()["map_points"] > 0  # bad requests never touch the map
+
+
+@pytest.mark.ros
+def test_segment_geometry_matches_cloud_markers_and_engine(ros, room, tmp_path):
+    from uniseg3d_msgs.srv import SaveMap, Segment
+
+    from uniseg3d_ros.engine import load_engine
+    from uniseg3d_ros.markers import marker_array_to_specs
+    from uniseg3d_ros.scene_map import SceneMap
+
+    ros.load_room(room)
+    ros.markers.clear()
+    ros.segmented.clear()
+    res = ros.call(Segment, "segment", Segment.Request(score_threshold=1e-6, publish=True, return_cloud=True))
+    assert res.success, res.message
+    assert res.header.frame_id == "map" and len(res.instances) > 0
+    cloud = _cloud_fields(res.segmented_cloud)
+    assert len(cloud) == res.num_points
+    xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], 1).astype(np.float64)
+    for inst in res.instances:
+        idx = np.asarray(inst.point_indices)
+        np.testing.assert_array_equal(idx, np.flatnonzero(cloud["instance"] == inst.id))
+        assert inst.point_count == len(idx) and (cloud["label"][idx] == inst.class_id).all()
+        assert inst.label == res.class_names[inst.class_id]
+        c = (inst.centroid.x, inst.centroid.y, inst.centroid.z)
+        np.testing.assert_allclose(c, xyz[idx].mean(0), atol=1e-5)
+        np.testing.assert_allclose(
+            (inst.bbox_min.x, inst.bbox_min.y, inst.bbox_min.z), xyz[idx].min(0), atol=1e-6
+        )
+        np.testing.assert_allclose(
+            (inst.bbox_max.x, inst.bbox_max.y, inst.bbox_max.z), xyz[idx].max(0), atol=1e-6
+        )
+
+    # published outputs decode to the same instances
+    ros.spin_until(lambda: ros.markers and ros.segmented, what="~/markers and ~/segmented_cloud")
+    specs = marker_array_to_specs(ros.markers[-1])
+    assert specs[0].kind == "deleteall"
+    by_key = {(s.ns, s.id): s for s in specs}
+    for inst in res.instances:
+        drawn = by_key[("points", inst.id)].points
+        np.testing.assert_allclose(drawn, xyz[np.asarray(inst.point_indices)], atol=1e-6)
+        assert by_key[("labels", inst.id)].text.startswith(inst.label)
+    published = _cloud_fields(ros.segmented[-1])
+    np.testing.assert_array_equal(published["instance"], cloud["instance"])
+
+    # the engine run directly on the saved map gives the same answer
+    saved = ros.call(SaveMap, "save_map", SaveMap.Request(path=str(tmp_path / "room.npz")))
+    assert saved.success and saved.num_voxels == res.num_points, saved.message
+    engine = load_engine("random", text_encoder="hash")
+    direct = engine.segment(SceneMap.load(saved.path).snapshot(), score_threshold=1e-6)
+    assert [(i.class_id, i.point_count) for i in direct.instances] == [
+        (i.class_id, i.point_count) for i in res.instances
+    ]
+    for a, b in zip(direct.instances, res.instances):
+        np.testing.assert_array_equal(a.point_indices, np.asarray(b.point_indices))
+        assert a.score == pytest.approx(b.score, rel=1e-5)
+
+
+@pytest.mark.ros
+def test_queries_reuse_the_encoding_until_the_map_changes(ros, room):
+    from uniseg3d_msgs.srv import Interactive, OpenVocab, Refer, Segment
+
+    from uniseg3d_ros.frames import stamp_msg  # noqa: F401 - keeps imports local to ROS tests
+
+    ros.load_room(room)
+    start = ros.fresh_stats()["encodes"]
+    seg = ros.call(Segment, "segment", Segment.Request())
+    ref = ros.call(Refer, "refer", Refer.Request(text="the red chair near the corner", top_k=3))
+    ov = ros.call(
+        OpenVocab, "open_vocab", OpenVocab.Request(class_names=["chair", "mug"], score_threshold=1e-6)
+    )
+    c = room.points[room.instance == 0].mean(0)
+    near = room.points[np.argmin(np.linalg.norm(room.points - c, axis=1))]
+    inter = ros.call(
+        Interactive, "interactive", Interactive.Request(clicks=[_point(near)], max_click_distance=0.2)
+    )
+    assert all(r.success for r in (seg, ref, ov, inter)), [r.message for r in (seg, ref, ov, inter)]
+    assert 1 <= len(ref.instances) <= 3 and len(inter.instances) == 1
+    assert all(i.label in ("chair", "mug") for i in ov.instances)
+    assert ros.fresh_stats()["encodes"] == start + 1
+
+
+def _point(p):
+    from geometry_msgs.msg import Point
+
+    return Point(x=float(p[0]), y=float(p[1]), z=float(p[2]))
+
+
+@pytest.mark.ros
+def test_30hz_cloud_burst_during_inference_keeps_flowing_and_memory_bounded(ros, room):
+    import psutil
+    from sensor_msgs.msg import PointCloud2
+    from uniseg3d_msgs.srv import Segment
+
+    from uniseg3d_ros.frames import stamp_msg
+    from uniseg3d_ros.pointcloud2 import Header, points_to_cloud
+
+    # 50k-point clouds (0.8 MB each): an unbounded queue would hold 90 of them (~70 MB) per burst. Each is a
+    # dense copy of the room moved sideways, so it adds new voxels and the 4000-voxel map must evict.
+    rng = np.random.default_rng(0)
+    dense = np.repeat(room.points, 100_000 // len(room.points) + 1, axis=0)[:100_000]
+    dense_colors = np.repeat(room.colors, 100_000 // len(room.points) + 1, axis=0)[:100_000]
+    clouds = [
+        points_to_cloud(
+            Header(frame_id="map", stamp=stamp_msg(100.0 + k / 30)),
+            dense + rng.uniform(-0.004, 0.004, dense.shape).astype(np.float32) + np.float32([3.0 * k, 0, 0]),
+            dense_colors,
+            msg_factory=PointCloud2,
+        )
+        for k in range(6)
+    ]
+    ros.load_room(room)
+    client = ros.node.create_client(Segment, f"{NODE}/segment")
+    rosutil.wait_for_service(ros.node, client, 30.0, [ros.server])
+    node_proc = psutil.Process(ros.server.popen.pid)
+
+    def burst(n: int) -> tuple[int, int]:
+        """Publish n clouds at 30 Hz while ~/segment runs back to back -> (segment calls, integrated)."""
+        base = ros.fresh_stats()["clouds_integrated"]
+        futures = [client.call_async(Segment.Request())]
+        sent, t0 = [0], ros.node.get_clock().now().nanoseconds * 1e-9
+
+        def step() -> bool:
+            now = ros.node.get_clock().now().nanoseconds * 1e-9
+            while sent[0] < min(n, int((now - t0) * 30) + 1):  # 30 Hz pacing, no sleeping
+                ros.cloud_pub.publish(clouds[sent[0] % len(clouds)])
+                sent[0] += 1
+            if futures[-1].done() and sent[0] < n:
+                assert futures[-1].result().success, futures[-1].result().message
+                futures.append(client.call_async(Segment.Request()))
+            return sent[0] >= n and futures[-1].done()
+
+        ros.spin_until(step, timeout=90.0, what=f"burst of {n} clouds")
+        assert all(f.result().success for f in futures)
+        stats = ros.fresh_stats()
+        assert stats["map_points"] <= MAX_VOXELS
+        return len(futures), stats["clouds_integrated"] - base
+
+    burst(30)  # warm-up: the map reaches its cap, inference and DDS buffers reach full size
+    rss = [node_proc.memory_info().rss]
+    for _ in range(2):
+        calls, integrated = burst(90)
+        rss.append(node_proc.memory_info().rss)
+        print(
+            f"burst: {calls} segment calls, {integrated}/90 clouds integrated, RSS {rss[-1] / 2**20:.0f} MiB"
+        )
+        assert integrated >= 10, f"only {integrated} of 90 clouds integrated while inference ran"
+    # bounded: the second burst of 90 clouds adds (almost) nothing on top of the first
+    assert rss[2] - rss[1] < 40 * 2**20, [f"{r / 2**20:.0f} MiB" for r in rss]
+    ros.node.destroy_client(client)

@@ -158,6 +158,7 @@ class _Prepared:
     encodings: list[Any]
     tree: Any  # scipy cKDTree over scene points, built lazily
     base_out: Any = None  # decoder output without prompts (segment), built lazily
+    semantic: Any = None  # (N,) int64 semantic argmax of base_out
 
 
 class InferenceEngine:
@@ -207,12 +208,28 @@ class InferenceEngine:
         self._prep = _Prepared(version, scene, encodings, None)
         return self._prep, False
 
-    def _decode(self, prep: _Prepared, **prompts: Any) -> Any:
+    def _decode(self, prep: _Prepared, unified: bool = True, **prompts: Any) -> Any:
         import torch
 
         scene = replace(prep.scene, **prompts) if prompts else prep.scene
         with torch.inference_mode():
-            return self.model.decode(prep.encodings, [scene])[0], scene
+            return self.model.decode(prep.encodings, [scene], unified=unified)[0], scene
+
+    def _base(self, prep: _Prepared) -> Any:
+        """The prompt-free decoder output of this map version (cached) and its per-point semantic."""
+        if prep.base_out is None:
+            from uniseg3d_model import postprocess
+
+            prep.base_out, _ = self._decode(prep)
+            prep.semantic = np.asarray(postprocess.semantic(prep.base_out, prep.scene), dtype=np.int64)
+        return prep.base_out
+
+    def _prompted(self, prep: _Prepared, **prompts: Any) -> Any:
+        """Decoder output for click/text prompts. When the model isolates prompt queries from the
+        unified ones (``cfg.isolate_prompts``), a prompt-only pass gives the same prompt outputs
+        at a fraction of the cost; otherwise one joint pass."""
+        isolated = bool(getattr(getattr(self.model, "cfg", None), "isolate_prompts", False))
+        return self._decode(prep, unified=not isolated, **prompts)
 
     # ----------------------------------------------------------------- checks
     def _check_map(self, snapshot: Any) -> str:
@@ -255,9 +272,7 @@ class InferenceEngine:
         def run(prep: _Prepared) -> QueryResult:
             from uniseg3d_model import postprocess
 
-            if prep.base_out is None:
-                prep.base_out, _ = self._decode(prep)
-            out, scene = prep.base_out, prep.scene
+            out, scene = self._base(prep), prep.scene
             pan = postprocess.panoptic(out, scene, score_threshold=thr)
             pred, m = pan.instances, self.cfg.max_instances
             insts = instance_stats(
@@ -290,16 +305,22 @@ class InferenceEngine:
         def run(prep: _Prepared) -> QueryResult:
             from uniseg3d_model import postprocess
 
-            out, scene = self._decode(prep, texts=[text.strip()])
+            base = self._base(prep)
+            out, scene = self._prompted(prep, texts=[text.strip()])
             masks, scores = postprocess.referring(out, scene)
             mask, score = _np(masks)[0].astype(bool), float(_np(scores)[0])
-            semantic = np.asarray(postprocess.semantic(out, scene), dtype=np.int64)
+            semantic = prep.semantic
             cls = majority_class(semantic, mask)
             label = self.class_names[cls] if 0 <= cls < len(self.class_names) else text.strip()
             best = instance_stats(scene.points, mask[None], np.array([cls]), np.array([score]), [label])
-            cand = postprocess.instances(
-                out, scene, score_threshold=0.0, top_k=self.cfg.max_instances, nms_iou=self.cfg.nms_iou
-            )
+            if k <= 1:
+                cand = postprocess.InstancePrediction(
+                    np.zeros((0, len(mask)), bool), np.zeros(0), np.zeros(0)
+                )
+            else:
+                cand = postprocess.instances(
+                    base, scene, score_threshold=0.0, top_k=self.cfg.max_instances, nms_iou=self.cfg.nms_iou
+                )
             alt = rank_by_overlap(mask, _np(cand.masks), _np(cand.scores), k - 1)
             others = instance_stats(
                 scene.points,
@@ -385,9 +406,10 @@ class InferenceEngine:
             from uniseg3d_model import postprocess
 
             prep.tree = tree
-            out, scene = self._decode(prep, clicks=pts.astype(np.float32))
+            self._base(prep)
+            out, scene = self._prompted(prep, clicks=pts.astype(np.float32))
             masks = _np(postprocess.interactive(out, scene)).astype(bool)
-            semantic = np.asarray(postprocess.semantic(out, scene), dtype=np.int64)
+            semantic = prep.semantic
             classes = np.array([majority_class(semantic, m) for m in masks], dtype=np.int64)
             labels = [self.class_names[c] if 0 <= c < len(self.class_names) else "object" for c in classes]
             insts = instance_stats(scene.points, masks, classes, np.ones(len(masks)), labels)
@@ -418,6 +440,9 @@ def _model_class_names(model: Any) -> list[str]:
     return list(SCANNET20_CLASSES)
 
 
+RANDOM_MODEL = "random"  # checkpoint value that asks for the random small model explicitly
+
+
 def default_checkpoint() -> Path:
     """The shipped model: ``uniseg3d_model/weights/default.pt`` (may be absent)."""
     import uniseg3d_model
@@ -433,15 +458,19 @@ def load_engine(
     text_encoder_weights: str = "",
 ) -> InferenceEngine:
     """Build the engine: ``checkpoint`` ('' = :func:`default_checkpoint` when present, else a
-    randomly initialised ``ModelConfig.small()`` model, reported in ``engine.notes``).
+    randomly initialised ``ModelConfig.small()`` model, reported in ``engine.notes``; 'random'
+    asks for that random model explicitly, e.g. for tests).
     Raises ``FileNotFoundError`` for a named checkpoint that does not exist."""
     import torch
 
     notes: list[str] = []
-    path = Path(checkpoint).expanduser() if checkpoint else default_checkpoint()
-    if checkpoint and not path.is_file():
+    if checkpoint == RANDOM_MODEL:
+        path = None
+    else:
+        path = Path(checkpoint).expanduser() if checkpoint else default_checkpoint()
+    if checkpoint and path is not None and not path.is_file():
         raise FileNotFoundError(f"checkpoint {checkpoint!r} does not exist")
-    if path.is_file():
+    if path is not None and path.is_file():
         from uniseg3d_model.checkpoint import load_checkpoint, read_checkpoint
 
         trained_with = str(read_checkpoint(path).get("text_encoder", ""))
@@ -460,9 +489,10 @@ def load_engine(
         encoder = build_text_encoder(text_encoder, **_encoder_kw(text_encoder, text_encoder_weights))
         torch.manual_seed(0)  # the same random model in every process (tests compare node and engine)
         model = UniSeg3D(ModelConfig.small(), encoder).to(device)
+        why = "checkpoint 'random' requested" if path is None else f"{path} is missing"
         notes.append(
-            f"NO CHECKPOINT: {path} is missing and no 'checkpoint' parameter was given; "
-            "running a RANDOMLY INITIALISED small model - masks and labels are NOT meaningful"
+            f"NO CHECKPOINT ({why}): running a RANDOMLY INITIALISED small model - "
+            "masks and labels are NOT meaningful"
         )
     model.eval()
     return InferenceEngine(model, cfg, device=device, notes=notes)

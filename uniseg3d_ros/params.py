@@ -90,7 +90,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "checkpoint",
         "",
-        "Model checkpoint; '' = uniseg3d_model/weights/default.pt, else a random small model.",
+        "Model checkpoint; '' = uniseg3d_model/weights/default.pt if present, 'random' = untrained model.",
     ),
     ParameterSpec("device", "cpu", "torch device for inference ('cpu', 'cuda', 'cuda:1')."),
     ParameterSpec(
