@@ -277,7 +277,7 @@ def test_segment_points_shares_ids_within_a_voxel_and_accepts_no_colors():
         ({"points": np.zeros((5, 2)), "colors": None}, "points"),
         ({"points": np.zeros((5, 3)), "colors": np.zeros((4, 3))}, "colors"),
         ({"points": np.zeros((5, 3)), "colors": None, "voxel_size": 0.0}, "voxel_size"),
-        ({"points": np.zeros((5, 3)), "colors": None, "k_normals": 2}, "k_normals"),
+        ({"points": np.zeros((5, 3)), "colors": None, "radius_voxels": 0.5}, "radius_voxels"),
     ],
 )
 def test_segment_points_rejects_bad_input(kwargs, match):
@@ -306,3 +306,24 @@ def test_estimate_normals_closed_form_matches_eigh_and_handles_degenerate_neighb
     dots = np.abs(np.einsum("ij,ij->i", normals, evecs[:, :, 0]))
     assert dots[separated].min() > 0.999
     assert np.abs(normals[:400, 2]).min() > 0.9  # the noisy plane's normals point along z
+
+
+def test_voxel_neighbour_pairs_match_brute_force():
+    from uniseg3d_model.superpoints import voxel_neighbour_pairs
+
+    rng = np.random.default_rng(4)
+    keys = np.unique(rng.integers(-6, 6, (300, 3)), axis=0)
+    for radius in (1.0, 1.5, 2.0):
+        a, b = voxel_neighbour_pairs(keys, radius)
+        got = {tuple(sorted(pair)) for pair in zip(a.tolist(), b.tolist())}
+        assert len(got) == len(a)  # every unordered pair exactly once
+        d2 = ((keys[:, None, :] - keys[None, :, :]) ** 2).sum(-1)
+        i, j = np.nonzero(np.triu(d2 <= radius * radius, k=1))
+        assert got == set(zip(i.tolist(), j.tolist()))
+
+
+def test_segment_points_handles_tiny_inputs():
+    assert segment_points(np.zeros((0, 3)), None).shape == (0,)
+    assert segment_points(np.zeros((1, 3)), np.ones((1, 3))).tolist() == [0]
+    two_far = segment_points(np.array([[0.0, 0, 0], [1.0, 0, 0]]), None, min_verts=1)
+    assert sorted(two_far.tolist()) == [0, 1]

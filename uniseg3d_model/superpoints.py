@@ -8,8 +8,8 @@ superpoint, then broadcast to points).
   the mesh edges, weighted by vertex-normal dissimilarity, then a pass that merges segments
   smaller than ``min_verts`` into a neighbour. Defaults match the tool (kThresh 0.01,
   segMinVerts 20).
-* :func:`segment_points` runs the same algorithm over a k-NN graph of a voxelized point
-  cloud (a fused online map has no mesh), with PCA normals and a colour term.
+* :func:`segment_points` runs the same algorithm over the voxel-adjacency graph of a voxelized
+  point cloud (a fused online map has no mesh), with PCA normals and a colour term.
 * :func:`pool` averages per-point features into per-superpoint features (autograd-friendly).
 
 The graphs are built with numpy; the inherently sequential union-find pass over the sorted
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.spatial import cKDTree
 
 from uniseg3d_model.graph_segmentation import felzenszwalb_segment
 
@@ -115,21 +114,14 @@ def segment_mesh(
     return _relabel(roots)
 
 
-def estimate_normals(points: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
-    """Unoriented PCA normals. points: (M, 3); neighbours: (M, k) indices into points
-    (each row including the point itself). Returns (M, 3) unit vectors, sign arbitrary.
+def smallest_eigenvectors(cov: list[list[np.ndarray]]) -> np.ndarray:
+    """Unit eigenvectors of the smallest eigenvalue of M symmetric 3x3 matrices.
 
-    The eigenvector of the smallest covariance eigenvalue is computed in closed form
-    (trigonometric eigenvalues of the symmetric 3x3 matrix, then the widest cross product of
-    two rows of ``cov - lambda I``), with ``numpy.linalg.eigh`` for the few ill-conditioned
-    rows (collinear or coincident neighbours)."""
-    # Gathering each coordinate separately is several times faster than points[neighbours].
-    xyz = [np.ascontiguousarray(points[:, i], dtype=np.float64)[neighbours] for i in range(3)]  # 3 x (M, k)
-    mean = [x.mean(axis=1) for x in xyz]
-    c = [[None] * 3 for _ in range(3)]
-    for i in range(3):
-        for j in range(i, 3):
-            c[i][j] = c[j][i] = (xyz[i] * xyz[j]).mean(axis=1) - mean[i] * mean[j]
+    cov: nested 3x3 list of (M,) arrays (``cov[i][j]``). Closed form: trigonometric
+    eigenvalues, then the widest cross product of two rows of ``cov - lambda I``; the few
+    ill-conditioned rows (two smallest eigenvalues nearly equal, e.g. collinear or coincident
+    points) fall back to ``numpy.linalg.eigh``. Returns (M, 3), sign arbitrary."""
+    c = cov
     q = (c[0][0] + c[1][1] + c[2][2]) / 3.0
     p1 = c[0][1] ** 2 + c[0][2] ** 2 + c[1][2] ** 2
     p = np.sqrt(((c[0][0] - q) ** 2 + (c[1][1] - q) ** 2 + (c[2][2] - q) ** 2 + 2.0 * p1) / 6.0)
@@ -148,50 +140,86 @@ def estimate_normals(points: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
     crosses = np.stack([np.cross(rows[0], rows[1]), np.cross(rows[0], rows[2]), np.cross(rows[1], rows[2])])
     norms = np.linalg.norm(crosses, axis=2)  # (3, M)
     best = norms.argmax(axis=0)
-    arange = np.arange(len(points))
+    arange = np.arange(len(q))
     normals = crosses[best, arange] / np.maximum(norms[best, arange], 1e-300)[:, None]
-    # Ill-conditioned: the two smallest eigenvalues (nearly) coincide -> no stable cross product.
     scale = np.maximum(c[0][0] + c[1][1] + c[2][2], 1e-300)
     bad = np.flatnonzero(norms[best, arange] <= 1e-6 * scale**2)
     if len(bad):
-        cov = np.stack([np.stack([c[i][j][bad] for j in range(3)], axis=1) for i in range(3)], axis=1)
-        normals[bad] = np.linalg.eigh(cov)[1][:, :, 0]
+        mats = np.stack([np.stack([c[i][j][bad] for j in range(3)], axis=1) for i in range(3)], axis=1)
+        normals[bad] = np.linalg.eigh(mats)[1][:, :, 0]
     return normals
+
+
+def estimate_normals(points: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Unoriented PCA normals. points: (M, 3); neighbours: (M, k) indices into points
+    (each row including the point itself). Returns (M, 3) unit vectors, sign arbitrary."""
+    # Gathering each coordinate separately is several times faster than points[neighbours].
+    xyz = [np.ascontiguousarray(points[:, i], dtype=np.float64)[neighbours] for i in range(3)]  # 3 x (M, k)
+    mean = [x.mean(axis=1) for x in xyz]
+    c = [[None] * 3 for _ in range(3)]
+    for i in range(3):
+        for j in range(i, 3):
+            c[i][j] = c[j][i] = (xyz[i] * xyz[j]).mean(axis=1) - mean[i] * mean[j]
+    return smallest_eigenvectors(c)
+
+
+def voxel_neighbour_pairs(keys: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of occupied voxels whose integer coordinates are at most ``radius`` apart.
+
+    keys: (M, 3) int unique voxel coordinates. Returns (a, b) int64 index arrays, each
+    unordered pair once. Lookups are binary searches in the sorted linearised keys."""
+    r = int(np.floor(radius))
+    offsets = [
+        (dx, dy, dz)
+        for dx in range(-r, r + 1)
+        for dy in range(-r, r + 1)
+        for dz in range(-r, r + 1)
+        if 0 < dx * dx + dy * dy + dz * dz <= radius * radius and (dx, dy, dz) > (0, 0, 0)
+    ]
+    k = keys - keys.min(axis=0) + r  # pad by r so that key + offset never wraps around
+    ext = k.max(axis=0) + r + 1
+    linear = (k[:, 0] * ext[1] + k[:, 1]) * ext[2] + k[:, 2]
+    order = np.argsort(linear, kind="stable")
+    sorted_linear = linear[order]
+    a, b = [], []
+    for dx, dy, dz in offsets:
+        target = sorted_linear + (dx * ext[1] + dy) * ext[2] + dz
+        pos = np.minimum(np.searchsorted(sorted_linear, target), len(linear) - 1)
+        hit = sorted_linear[pos] == target
+        a.append(order[hit])
+        b.append(order[pos[hit]])
+    return np.concatenate(a), np.concatenate(b)
 
 
 def segment_points(
     points: np.ndarray,
     colors: np.ndarray | None,
     voxel_size: float = 0.02,
-    k_neighbors: int = 10,
-    k_normals: int = 16,
+    radius_voxels: float = 2.0,
     k_thresh: float = 0.03,
     min_verts: int = 20,
     color_weight: float = 0.5,
-    max_edge_voxels: float = 2.5,
-    workers: int = 1,
 ) -> np.ndarray:
     """Over-segment a coloured point cloud (e.g. a fused online map) into superpoints.
 
     points: (N, 3) float, metres; colors: (N, 3) float in [0, 1] or None.
-    The cloud is voxelized at ``voxel_size`` (mean position/colour per voxel); a k-NN graph
-    over voxel centroids (``k_neighbors``, edges longer than ``max_edge_voxels * voxel_size``
-    dropped) gets weights ``1 - |n_a . n_b| + color_weight * |c_a - c_b| / sqrt(3)`` with
-    unoriented PCA normals over ``k_normals`` neighbours; then the Felzenszwalb pass with
-    ``k_thresh`` and the merge of segments with fewer than ``min_verts`` voxels.
-    ``workers``: threads for the k-NN query (-1: all cores).
+    The cloud is voxelized at ``voxel_size`` (mean position/colour per voxel). Voxels whose
+    grid coordinates are at most ``radius_voxels`` apart are neighbours: a voxel's normal is
+    the PCA normal of its centroid and its neighbours' (unoriented), and every neighbour
+    pair is a graph edge with weight ``1 - |n_a . n_b| + color_weight * |c_a - c_b| / sqrt(3)``.
+    Then the Felzenszwalb pass with ``k_thresh`` and the merge of segments with fewer than
+    ``min_verts`` voxels, as in :func:`segment_mesh`.
     Returns (N,) int64 ids in 0..S-1; points in the same voxel share a superpoint.
     """
     p = _as_float_array("points", points, 3)
     c = np.zeros_like(p) if colors is None else _as_float_array("colors", colors, 3)
     if len(c) != len(p):
         raise ValueError(f"colors must have {len(p)} rows to match points, got {len(c)}")
-    positive = {"voxel_size": voxel_size, "k_thresh": k_thresh, "max_edge_voxels": max_edge_voxels}
-    for name, value in positive.items():
+    for name, value in {"voxel_size": voxel_size, "k_thresh": k_thresh}.items():
         if not value > 0:
             raise ValueError(f"{name} must be > 0, got {value}")
-    if k_neighbors < 1 or k_normals < 3:
-        raise ValueError(f"need k_neighbors >= 1 and k_normals >= 3, got {k_neighbors}, {k_normals}")
+    if not 1.0 <= radius_voxels <= 4.0:
+        raise ValueError(f"radius_voxels must be in [1, 4], got {radius_voxels}")
     if color_weight < 0 or min_verts < 0:
         raise ValueError(f"color_weight and min_verts must be >= 0, got {color_weight}, {min_verts}")
     if len(p) == 0:
@@ -201,29 +229,28 @@ def segment_points(
     keys -= keys.min(axis=0)
     extent = keys.max(axis=0) + 1
     linear = (keys[:, 0] * extent[1] + keys[:, 1]) * extent[2] + keys[:, 2]
-    _, point_to_voxel = np.unique(linear, return_inverse=True)
+    voxel_linear, point_to_voxel = np.unique(linear, return_inverse=True)
     point_to_voxel = point_to_voxel.reshape(-1)
-    m = int(point_to_voxel.max()) + 1
-    counts = np.bincount(point_to_voxel, minlength=m).astype(np.float64)[:, None]
-    centroids = np.stack([np.bincount(point_to_voxel, p[:, k], m) for k in range(3)], 1) / counts
-    vox_colors = np.stack([np.bincount(point_to_voxel, c[:, k], m) for k in range(3)], 1) / counts
-    if m == 1:
-        return np.zeros(len(p), dtype=np.int64)
+    m = len(voxel_linear)
+    counts = np.bincount(point_to_voxel, minlength=m).astype(np.float64)
+    centroids = [np.bincount(point_to_voxel, p[:, k], m) / counts for k in range(3)]
+    vox_colors = np.stack([np.bincount(point_to_voxel, c[:, k], m) for k in range(3)], 1) / counts[:, None]
+    yz, z = np.divmod(voxel_linear, extent[2])
+    voxel_keys = np.stack([yz // extent[1], yz % extent[1], z], axis=1)
+    a, b = voxel_neighbour_pairs(voxel_keys, radius_voxels)
 
-    # One k-NN query serves both the normals (k_normals nearest, self included) and the graph
-    # edges (the k_neighbors nearest others within max_edge_voxels voxels).
-    kq = min(max(k_normals, k_neighbors + 1), m)
-    dist, nidx = cKDTree(centroids).query(centroids, k=kq, workers=workers)
-    dist, nidx = dist.reshape(m, kq), nidx.reshape(m, kq)
-    normals = estimate_normals(centroids, nidx[:, : min(k_normals, m)])
-    ke = min(k_neighbors + 1, kq)
-    a = np.repeat(np.arange(m), ke - 1)
-    b = nidx[:, 1:ke].reshape(-1)
-    keep = dist[:, 1:ke].reshape(-1) <= max_edge_voxels * voxel_size
-    a, b = a[keep], b[keep]
-    lo, hi = np.minimum(a, b), np.maximum(a, b)  # undirected: drop the mirrored duplicates
-    pairs = np.unique(lo * m + hi)
-    a, b = pairs // m, pairs % m
+    # Covariance of each voxel's neighbourhood (itself + its neighbours) from sums over edges.
+    n = 1.0 + np.bincount(a, minlength=m) + np.bincount(b, minlength=m)
+
+    def neighbourhood_mean(values: np.ndarray) -> np.ndarray:
+        return (values + np.bincount(a, values[b], m) + np.bincount(b, values[a], m)) / n
+
+    mean = [neighbourhood_mean(x) for x in centroids]
+    cov = [[None] * 3 for _ in range(3)]
+    for i in range(3):
+        for j in range(i, 3):
+            cov[i][j] = cov[j][i] = neighbourhood_mean(centroids[i] * centroids[j]) - mean[i] * mean[j]
+    normals = smallest_eigenvectors(cov)
     w = 1.0 - np.abs(np.einsum("ij,ij->i", normals[a], normals[b]))
     w = w + color_weight * np.linalg.norm(vox_colors[a] - vox_colors[b], axis=1) / np.sqrt(3.0)
     roots = felzenszwalb_segment(m, a, b, w, float(k_thresh), int(min_verts))
@@ -260,6 +287,8 @@ def pool(
 
 __all__ = [
     "estimate_normals",
+    "smallest_eigenvectors",
+    "voxel_neighbour_pairs",
     "mesh_vertex_normals",
     "pool",
     "segment_mesh",
