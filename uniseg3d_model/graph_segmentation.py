@@ -9,10 +9,12 @@ pure-Python loop (about 10-50x slower, no extra dependency).
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
 _numba_kernel = None
+_numba_lock = threading.Lock()
 
 
 def felzenszwalb_segment(
@@ -90,11 +92,16 @@ def _segment_arrays(
 
 
 def _get_numba_kernel(required: bool):
+    with _numba_lock:  # compile once even when several threads segment at the same time
+        return _build_numba_kernel(required) if _numba_kernel is None else _numba_kernel
+
+
+def _build_numba_kernel(required: bool):
     global _numba_kernel
     if _numba_kernel is None:
         try:
             import numba
-        except ImportError as exc:
+        except ImportError as exc:  # (Python caches the failed lookup only briefly; it is cheap)
             if required:
                 raise ImportError("backend='numba' requested but numba is not installed") from exc
             return None
