@@ -101,7 +101,7 @@ def _build_numba_kernel(required: bool):
     if _numba_kernel is None:
         try:
             import numba
-        except ImportError as exc:  # (Python caches the failed lookup only briefly; it is cheap)
+        except ImportError as exc:  # retried on the next call; a failed import costs < 1 ms
             if required:
                 raise ImportError("backend='numba' requested but numba is not installed") from exc
             return None
