@@ -24,8 +24,11 @@ $(SYSDEPS): scripts/system_deps.sh | $(PY)
 	bash scripts/system_deps.sh
 	touch $@
 
-$(DEPS): requirements/base.txt requirements/ros-build.txt requirements/constraints.txt setup.py | $(PY)
+$(DEPS): Makefile requirements/base.txt requirements/ros-build.txt requirements/constraints.txt setup.py | $(PY)
 	$(PIP) install -q $(CONSTRAIN) -r requirements/base.txt -r requirements/ros-build.txt
+	# open_clip is never imported (it needs torchvision): only its BPE vocabulary and model
+	# configs are read by uniseg3d_model.clip_text, so its dependencies are not installed.
+	$(PIP) install -q --no-deps open-clip-torch==3.3.0
 	$(PIP) install -q $(CONSTRAIN) --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -41,6 +44,7 @@ demo: setup
 	. scripts/env.sh && $(PY) -m uniseg3d_ros.demo
 
 bench: setup
+	$(PIP) install -q $(CONSTRAIN) -r requirements/bench.txt
 	. scripts/env.sh && for b in bench/bench_*.py; do $(PY) $$b || exit 1; done
 
 lint: setup
