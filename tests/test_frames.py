@@ -128,3 +128,41 @@ def test_resolver_prefers_tf_lookup_and_maps_lookup_errors():
 def test_resolver_tf_without_tf2_raises():
     with pytest.raises(ValueError, match="tf2_ros"):
         PoseResolver(source="tf", tf_lookup=None)
+
+
+def test_sec_to_stamp_splits_and_rounds():
+    from uniseg3d_ros.frames import sec_to_stamp
+
+    assert sec_to_stamp(12.5) == (12, 500_000_000)
+    assert sec_to_stamp(0.999999999999) == (1, 0)
+    sec, ns = sec_to_stamp(1700000000.123456789)
+    assert sec == 1700000000 and abs(ns - 123456789) < 1000
+
+
+def test_pose_wait_queue_releases_items_when_their_pose_arrives():
+    from uniseg3d_ros.frames import PoseWaitQueue
+
+    buf = PoseBuffer(tolerance=0.01)
+    queue = PoseWaitQueue(maxlen=3, tolerance=0.01)
+    res = PoseResolver(source="topic", buffer=buf)
+
+    def resolve(frame, stamp):
+        return res.resolve(frame, stamp).pose
+
+    assert queue.push("camera", 1.0, "a") is None and queue.push("camera", 2.0, "b") is None
+    buf.add(1.0, np.eye(4))
+    ready, expired = queue.release(resolve, buf.latest_stamp())
+    assert [item for item, _ in ready] == ["a"] and expired == [] and len(queue) == 1
+    buf.add(3.0, np.eye(4))  # later pose, none near 2.0: "b" can no longer be placed
+    ready, expired = queue.release(resolve, buf.latest_stamp())
+    assert ready == [] and expired == ["b"] and len(queue) == 0
+
+
+def test_pose_wait_queue_is_bounded():
+    from uniseg3d_ros.frames import PoseWaitQueue
+
+    queue = PoseWaitQueue(maxlen=2)
+    dropped = [queue.push("camera", float(t), t) for t in range(5)]
+    assert dropped == [None, None, 0, 1, 2] and len(queue) == 2
+    assert PoseWaitQueue(maxlen=0).push("camera", 0.0, "x") == "x"
+    assert queue.may_still_come(5.0, None) and not queue.may_still_come(5.0, 6.0)

@@ -462,3 +462,32 @@ def test_30hz_cloud_burst_during_inference_keeps_flowing_and_memory_bounded(ros,
     # bounded: the second burst of 90 clouds adds (almost) nothing on top of the first
     assert rss[2] - rss[1] < 40 * 2**20, [f"{r / 2**20:.0f} MiB" for r in rss]
     ros.node.destroy_client(client)
+
+
+@pytest.mark.ros
+def test_cloud_arriving_before_its_pose_waits_for_it(ros, room):
+    from geometry_msgs.msg import PoseStamped
+    from sensor_msgs.msg import PointCloud2
+
+    from uniseg3d_ros.frames import stamp_msg
+    from uniseg3d_ros.pointcloud2 import Header, points_to_cloud
+
+    ros.clear_map()
+    base = ros.fresh_stats().get("clouds_integrated", 0)
+    cloud = points_to_cloud(
+        Header(frame_id="camera", stamp=stamp_msg(50.0)), room.points, room.colors, msg_factory=PointCloud2
+    )
+    ros.publish_until(lambda: cloud, lambda: ros.stats.get("awaiting_pose", 0) >= 1, "cloud waiting for pose")
+    assert ros.stats["clouds_integrated"] == base
+
+    def pose_msg():
+        m = PoseStamped()
+        m.header.frame_id, m.header.stamp = "map", stamp_msg(50.0)
+        m.pose.position.z, m.pose.orientation.w = 1.0, 1.0
+        return m
+
+    ros.publish_until(
+        pose_msg, lambda: ros.stats.get("clouds_integrated", 0) > base, "waiting cloud integrated"
+    )
+    assert ros.fresh_stats()["awaiting_pose"] == 0
+    assert ros.stats["map_points"] > 0

@@ -33,11 +33,13 @@ def quaternion_to_matrix(q: Any) -> np.ndarray:
     if not np.isfinite(n) or n < 1e-9:
         raise ValueError(f"quaternion must be finite and non-zero, got {q.tolist()}")
     x, y, z, w = q / n
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
 
 
 def matrix_to_quaternion(rot: Any) -> np.ndarray:
@@ -99,6 +101,20 @@ def stamp_to_sec(stamp: Any) -> float:
     return float(stamp.sec) + 1e-9 * float(stamp.nanosec)
 
 
+def sec_to_stamp(seconds: float) -> tuple[int, int]:
+    """seconds -> (sec, nanosec) with 0 <= nanosec < 1e9 (rounded to the nanosecond)."""
+    total = int(round(float(seconds) * 1e9))
+    return total // 1_000_000_000, total % 1_000_000_000
+
+
+def stamp_msg(seconds: float) -> Any:
+    """builtin_interfaces/Time for ``seconds`` (imports the ROS message type lazily)."""
+    from builtin_interfaces.msg import Time
+
+    sec, nanosec = sec_to_stamp(seconds)
+    return Time(sec=sec, nanosec=nanosec)
+
+
 def transform_points(points: Any, matrix: Any) -> np.ndarray:
     """points (N, 3) in frame A, ``matrix`` (4, 4) T_B_A -> (N, 3) float32 in frame B."""
     p = np.asarray(points, dtype=np.float64)
@@ -131,6 +147,10 @@ class PoseBuffer:
         self._poses.insert(i, m)
         if len(self._stamps) > self.maxlen:
             del self._stamps[0], self._poses[0]
+
+    def latest_stamp(self) -> float | None:
+        """Stamp of the newest pose, or None when empty."""
+        return self._stamps[-1] if self._stamps else None
 
     def lookup(self, stamp: float) -> np.ndarray | None:
         """The pose nearest to ``stamp`` if within tolerance, else None."""
@@ -167,8 +187,14 @@ class PoseResolver:
     ``sensor_frame`` (if not empty) is the only other frame accepted.
     """
 
-    def __init__(self, fixed_frame: str = "map", source: str = "auto", buffer: PoseBuffer | None = None,
-                 tf_lookup: TransformLookup | None = None, sensor_frame: str = "") -> None:
+    def __init__(
+        self,
+        fixed_frame: str = "map",
+        source: str = "auto",
+        buffer: PoseBuffer | None = None,
+        tf_lookup: TransformLookup | None = None,
+        sensor_frame: str = "",
+    ) -> None:
         if source not in ("auto", "tf", "topic", "identity"):
             raise ValueError(f"pose source must be auto|tf|topic|identity, got {source!r}")
         if source == "tf" and tf_lookup is None:
@@ -190,9 +216,12 @@ class PoseResolver:
             return PoseResult(np.eye(4))
         source = self.active_source()
         if source == "identity":
-            return PoseResult(None, "unknown_frame",
-                              f"frame {frame_id!r} is not the fixed frame {self.fixed_frame!r} "
-                              "and no pose source (tf or pose/odom topic) is available")
+            return PoseResult(
+                None,
+                "unknown_frame",
+                f"frame {frame_id!r} is not the fixed frame {self.fixed_frame!r} "
+                "and no pose source (tf or pose/odom topic) is available",
+            )
         if source == "tf":
             assert self.tf_lookup is not None
             try:
@@ -200,13 +229,16 @@ class PoseResolver:
             except LookupError as exc:
                 return PoseResult(None, "unknown_frame", f"no transform {self.fixed_frame} <- {frame}: {exc}")
         if self.sensor_frame and frame != self.sensor_frame.lstrip("/"):
-            return PoseResult(None, "unknown_frame",
-                              f"frame {frame_id!r} is neither the fixed frame nor sensor_frame "
-                              f"{self.sensor_frame!r}")
+            return PoseResult(
+                None,
+                "unknown_frame",
+                f"frame {frame_id!r} is neither the fixed frame nor sensor_frame {self.sensor_frame!r}",
+            )
         pose = self.buffer.lookup(stamp)
         if pose is None:
-            return PoseResult(None, "no_pose",
-                              f"no pose within {self.buffer.tolerance} s of stamp {stamp:.3f}")
+            return PoseResult(
+                None, "no_pose", f"no pose within {self.buffer.tolerance} s of stamp {stamp:.3f}"
+            )
         return PoseResult(pose)
 
 
@@ -236,9 +268,61 @@ def make_tf_lookup(node: Any, fixed_frame: str, timeout: float = 0.05) -> Transf
         when = Time(nanoseconds=int(round(stamp * 1e9)))
         try:
             msg = tf_buffer.lookup_transform(fixed_frame, frame, when, timeout=Duration(seconds=timeout))
-        except (tf2_ros.LookupException, tf2_ros.ConnectivityException,
-                tf2_ros.ExtrapolationException) as exc:
+        except (
+            tf2_ros.LookupException,
+            tf2_ros.ConnectivityException,
+            tf2_ros.ExtrapolationException,
+        ) as exc:
             raise LookupError(str(exc)) from exc
         return msg_transform_to_matrix(msg.transform)
 
     return lookup
+
+
+class PoseWaitQueue:
+    """Data that arrived before its pose (pose and data come on different topics, in any order).
+
+    Holds at most ``maxlen`` items (the oldest is dropped and returned by :meth:`push`).
+    :meth:`release` hands back the items whose pose now resolves and, separately, those that can
+    no longer get one (a pose newer than ``stamp + tolerance`` arrived but none matched).
+    """
+
+    def __init__(self, maxlen: int = 5, tolerance: float = 0.05) -> None:
+        if maxlen < 0:
+            raise ValueError(f"maxlen must be >= 0, got {maxlen}")
+        self.maxlen, self.tolerance = int(maxlen), float(tolerance)
+        self._items: list[tuple[str, float, Any]] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def may_still_come(self, stamp: float, latest_pose_stamp: float | None) -> bool:
+        """True while no pose later than ``stamp + tolerance`` has been seen."""
+        return latest_pose_stamp is None or latest_pose_stamp <= stamp + self.tolerance
+
+    def push(self, frame_id: str, stamp: float, item: Any) -> Any | None:
+        """Queue ``item``; returns the item dropped to stay within ``maxlen`` (or ``item`` itself
+        when ``maxlen`` is 0), else None."""
+        if self.maxlen == 0:
+            return item
+        self._items.append((frame_id, float(stamp), item))
+        return self._items.pop(0)[2] if len(self._items) > self.maxlen else None
+
+    def release(
+        self, resolve: Callable[[str, float], np.ndarray | None], latest_pose_stamp: float | None
+    ) -> tuple[list[tuple[Any, np.ndarray]], list[Any]]:
+        """-> (ready: [(item, pose)], expired: [item]); both leave the queue."""
+        ready, expired, keep = [], [], []
+        for frame_id, stamp, item in self._items:
+            pose = resolve(frame_id, stamp)
+            if pose is not None:
+                ready.append((item, pose))
+            elif self.may_still_come(stamp, latest_pose_stamp):
+                keep.append((frame_id, stamp, item))
+            else:
+                expired.append(item)
+        self._items = keep
+        return ready, expired
+
+    def clear(self) -> None:
+        self._items.clear()

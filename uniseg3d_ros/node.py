@@ -39,6 +39,7 @@ from uniseg3d_ros.engine import EngineConfig, InferenceEngine, QueryResult, load
 from uniseg3d_ros.frames import (
     PoseBuffer,
     PoseResolver,
+    PoseWaitQueue,
     make_tf_lookup,
     msg_pose_to_matrix,
     stamp_msg,
@@ -105,6 +106,8 @@ class UniSeg3DNode(Node):
             p.sensor_frame,
         )
         self.sync = RGBDSynchronizer(p.sync_tolerance, p.sync_buffer)
+        self.waiting = PoseWaitQueue(p.pose_wait_buffer, p.pose_tolerance)
+        self._wait_lock = threading.Lock()  # clear_map (service group) vs sensor callbacks
 
         sensor_qos = QoSProfile(**{**_qos_kwargs(qos_profile_sensor_data), "depth": p.queue_depth})
         sub = self.create_subscription
@@ -236,6 +239,7 @@ class UniSeg3DNode(Node):
             sync_buffered=len(self.sync),
             sync_dropped=dict(self.sync.dropped),
             pose_buffered=len(self.resolver.buffer),
+            awaiting_pose=len(self.waiting),
             pose_source=self.resolver.active_source(),
             model_loaded=self.engine is not None,
             encodes=self.engine.encode_count if self.engine is not None else 0,
@@ -257,16 +261,41 @@ class UniSeg3DNode(Node):
         try:
             self.resolver.buffer.add(stamp_to_sec(header.stamp), msg_pose_to_matrix(pose))
             self.count("poses")
+            self._release_waiting()
         except ValueError as exc:
             self.count("malformed_pose")
             self.warn_once("malformed_pose", f"malformed pose: {exc}")
 
-    def _pose_for(self, frame_id: str, stamp: float) -> np.ndarray | None:
+    def _resolve(self, frame_id: str, stamp: float) -> np.ndarray | None:
+        return self.resolver.resolve(frame_id, stamp).pose
+
+    def _place(self, frame_id: str, stamp: float, points: np.ndarray, colors: Any, counter: str) -> None:
+        """Integrate data stamped ``stamp`` in ``frame_id`` once its pose is known. Data whose pose
+        may still arrive on the pose topic waits in a small bounded queue (see PoseWaitQueue)."""
         res = self.resolver.resolve(frame_id, stamp)
-        if res.pose is None:
-            self.count(res.cause)
-            self.warn_once(f"{res.cause}:{frame_id}", res.reason)
-        return res.pose
+        if res.pose is not None:
+            self._integrate(points, colors, res.pose, stamp)
+            self.count(counter)
+            return
+        if res.cause == "no_pose" and self.waiting.may_still_come(stamp, self.resolver.buffer.latest_stamp()):
+            with self._wait_lock:
+                dropped = self.waiting.push(frame_id, stamp, (points, colors, stamp, counter))
+            if dropped is not None:
+                self.count("no_pose")
+                self.warn_once("no_pose_overflow", "data waited too long for its pose and was dropped")
+            return
+        self.count(res.cause)
+        self.warn_once(f"{res.cause}:{frame_id}", res.reason)
+
+    def _release_waiting(self) -> None:
+        with self._wait_lock:
+            ready, expired = self.waiting.release(self._resolve, self.resolver.buffer.latest_stamp())
+        for (points, colors, stamp, counter), pose in ready:
+            self._integrate(points, colors, pose, stamp)
+            self.count(counter)
+        if expired:
+            self.count("no_pose", len(expired))
+            self.warn_once("no_pose", f"no pose within {self.p.pose_tolerance} s of a frame; frame dropped")
 
     def _integrate(
         self, points: np.ndarray, colors: np.ndarray | None, pose: np.ndarray, stamp: float
@@ -285,11 +314,10 @@ class UniSeg3DNode(Node):
             self.count("malformed_cloud")
             self.warn_once("malformed_cloud", f"malformed PointCloud2 dropped: {exc}")
             return
-        stamp = stamp_to_sec(msg.header.stamp)
-        pose = self._pose_for(msg.header.frame_id, stamp)
-        if pose is not None and len(points):
-            self._integrate(points, colors, pose, stamp)
-            self.count("clouds_integrated")
+        if len(points):
+            self._place(
+                msg.header.frame_id, stamp_to_sec(msg.header.stamp), points, colors, "clouds_integrated"
+            )
 
     def _on_rgbd(self, stream: str, msg: Any) -> None:
         self.count(f"{stream}_msgs")
@@ -315,10 +343,8 @@ class UniSeg3DNode(Node):
             self.count("malformed_rgbd")
             self.warn_once("malformed_rgbd", f"malformed RGB-D frame dropped: {exc}")
             return
-        pose = self._pose_for(frame.depth.header.frame_id, frame.stamp)
-        if pose is not None and len(points):
-            self._integrate(points, colors, pose, frame.stamp)
-            self.count("rgbd_integrated")
+        if len(points):
+            self._place(frame.depth.header.frame_id, frame.stamp, points, colors, "rgbd_integrated")
 
     # ------------------------------------------------------------------ outputs
     def _header(self) -> Header:
@@ -440,6 +466,8 @@ class UniSeg3DNode(Node):
             n = len(self.map)
             self.map.clear()
         self.sync.clear()
+        with self._wait_lock:
+            self.waiting.clear()
         if self.engine is not None:
             self.engine.invalidate()
         self.pub_markers.publish(to_marker_array(build_markers([], np.zeros((0, 3))), self.p.fixed_frame))

@@ -85,6 +85,13 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "pose_tolerance", 0.05, "Max stamp difference between a frame and its pose [s].", low=0.0, high=10.0
     ),
     ParameterSpec("pose_buffer", 200, "Poses kept for stamp lookup.", low=1, high=100000),
+    ParameterSpec(
+        "pose_wait_buffer",
+        5,
+        "Frames kept while their pose has not arrived yet (topic poses).",
+        low=0,
+        high=100,
+    ),
     ParameterSpec("tf_timeout", 0.05, "How long a TF lookup may wait [s].", low=0.0, high=5.0),
     # model
     ParameterSpec(
@@ -169,6 +176,7 @@ class NodeParams:
     sensor_frame: str = ""
     pose_tolerance: float = 0.05
     pose_buffer: int = 200
+    pose_wait_buffer: int = 5
     tf_timeout: float = 0.05
     checkpoint: str = ""
     device: str = "cpu"
@@ -248,3 +256,24 @@ def declare(node: Any) -> NodeParams:
         node.declare_parameter(spec.name, spec.default, descriptor)
     values = {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
     return NodeParams.from_mapping(values)
+
+
+def to_yaml(node_name: str = "uniseg3d_node") -> str:
+    """The parameters file text (defaults with their descriptions as comments):
+    ``python -m uniseg3d_ros.params > launch/config/params.yaml``."""
+    import json
+
+    lines = [
+        "# uniseg3d_node parameters (generated: python -m uniseg3d_ros.params; a test checks they agree).",
+        "# Units: metres, seconds, hertz. Topic names starting with ~/ are private to the node.",
+        f"{node_name}:",
+        "  ros__parameters:",
+    ]
+    for spec in PARAMETERS:
+        value = json.dumps(spec.default) if isinstance(spec.default, str) else repr(spec.default)
+        lines += [f"    # {spec.description}", f"    {spec.name}: {value}"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(to_yaml(), end="")
