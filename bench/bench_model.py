@@ -7,12 +7,13 @@ Usage: python bench/bench_model.py [--sizes 25000 50000 100000] [--configs small
 Scenes are synthetic rooms (floor, wall, four boxes) with superpoints from
 ``superpoints.segment_points`` (or a grid with ``--grid``, to get ScanNet-like superpoint
 counts); weights are random (latency does not depend on them).
-Prints medians in milliseconds.
+Prints medians (and minima, the uncontended estimate on a shared machine) in milliseconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -43,17 +44,18 @@ def scene_of_size(n: int, grid: float = 0.0) -> SceneSample:
     return SceneSample(points=room.points, colors=room.colors, superpoints=sp, scene_id=f"room{n}")
 
 
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up
+def timed_ms(fn, repeats: int) -> tuple[float, float]:
+    """(median, min) wall time of ``fn`` in ms over ``repeats`` calls after one warm-up."""
+    fn()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
-def bench(model: UniSeg3D, scene: SceneSample, repeats: int) -> dict[str, float]:
+def bench(model: UniSeg3D, scene: SceneSample, repeats: int) -> dict[str, tuple[float, float]]:
     with torch.no_grad():
         enc = model.encode([scene])
         text = SceneSample(
@@ -84,11 +86,11 @@ def bench(model: UniSeg3D, scene: SceneSample, repeats: int) -> dict[str, float]
             postprocess.panoptic(out, scene)
 
         return {
-            "encode": median_ms(lambda: model.encode([scene]), repeats),
-            "text (new sentence)": median_ms(new_sentence, repeats),
-            "text (cached sentence)": median_ms(cached_sentence, repeats),
-            "click": median_ms(one_click, repeats),
-            "full decode + panoptic": median_ms(full, repeats),
+            "encode": timed_ms(lambda: model.encode([scene]), repeats),
+            "text (new sentence)": timed_ms(new_sentence, 4 * repeats),
+            "text (cached sentence)": timed_ms(cached_sentence, 4 * repeats),
+            "click": timed_ms(one_click, 4 * repeats),
+            "full decode + panoptic": timed_ms(full, repeats),
         }
 
 
@@ -103,21 +105,26 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     encoder = build_text_encoder(args.text_encoder)
-    print(f"torch {torch.__version__}, {args.threads} threads, text encoder {encoder.name}")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"torch {torch.__version__}, {args.threads} threads, text encoder {encoder.name}, load {load:.1f}")
     scenes = {n: scene_of_size(n, args.grid) for n in args.sizes}
     for name in args.configs:
         torch.manual_seed(0)
         cfg = ModelConfig.small() if name == "small" else ModelConfig.paper()
         model = UniSeg3D(cfg, encoder).eval()
         params = sum(p.numel() for p in model.parameters()) / 1e6
-        print(f"\n== {name} config ({params:.2f} M parameters), median ms over {args.repeats} runs")
+        print(
+            f"\n== {name} config ({params:.2f} M parameters): median (min) ms; encode/full over "
+            f"{args.repeats} runs, prompt queries over {4 * args.repeats}"
+        )
         header = None
         for scene in scenes.values():
             res = bench(model, scene, args.repeats)
             if header is None:
                 header = ["points", "superpoints", *res]
                 print(" | ".join(header))
-            cells = [f"{scene.num_points}", f"{scene.num_superpoints}", *(f"{v:.1f}" for v in res.values())]
+            times = (f"{med:.1f} ({low:.1f})" for med, low in res.values())
+            cells = [f"{scene.num_points}", f"{scene.num_superpoints}", *times]
             print(" | ".join(cells), flush=True)
 
 

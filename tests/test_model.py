@@ -238,3 +238,25 @@ def test_paper_preset_runs_forward_and_backward_on_a_tiny_scene():
     loss, _ = UniSeg3DCriterion(LossConfig())(outs, [scene])
     loss.backward()
     assert torch.isfinite(loss)
+
+
+def test_decoder_cache_is_reused_and_refreshed_when_weights_change(room):
+    torch.manual_seed(0)
+    m = UniSeg3D(tiny_config(), text_encoder()).eval()
+    ask = dataclasses.replace(
+        room, clicks=None, click_instance=None, texts=room.texts[:1], text_instance=None
+    )
+    with torch.no_grad():
+        enc = m.encode([room])
+        first = m.decode(enc, [ask], unified=False)[0]
+        cached = enc[0].decoder_cache
+        assert cached is not None
+        again = m.decode(enc, [ask], unified=False)[0]
+        assert enc[0].decoder_cache is cached and torch.equal(first.final.masks, again.final.masks)
+        for p in m.decoder.mask_proj.parameters():
+            p.mul_(2.0)  # in-place weight change, as an optimizer step or load_state_dict does
+        changed = m.decode(enc, [ask], unified=False)[0]
+        fresh = m.decode([e.detach() for e in m.encode([room])], [ask], unified=False)[0]
+    assert enc[0].decoder_cache is not cached
+    assert torch.equal(changed.final.masks, fresh.final.masks)
+    assert not torch.equal(changed.final.masks, first.final.masks)

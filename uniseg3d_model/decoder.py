@@ -14,6 +14,7 @@ class names can be asked at run time; a separate linear head gives the "no objec
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -49,23 +50,48 @@ class DecoderLayer(nn.Module):
             if p.dim() > 1:
                 nn.init.xavier_uniform_(p)
 
+    def project_sources(self, sources: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, d) source features -> per-head keys and values (heads, S, d / heads), which depend
+        only on the scene, so a cached scene pays for them once."""
+        d = sources.shape[1]
+        w, b = self.cross_attn.in_proj_weight, self.cross_attn.in_proj_bias
+        h = self.cross_attn.num_heads
+        k = F.linear(sources, w[d : 2 * d], b[d : 2 * d])
+        v = F.linear(sources, w[2 * d :], b[2 * d :])
+        return k.view(-1, h, d // h).transpose(0, 1), v.view(-1, h, d // h).transpose(0, 1)
+
     def forward(
         self,
         queries: torch.Tensor,
-        sources: torch.Tensor,
+        keys_values: tuple[torch.Tensor, torch.Tensor],
         cross_mask: torch.Tensor | None,
         self_mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        """queries (Q, d); sources (S, d); cross_mask (Q, S) bool, True = may NOT attend;
-        self_mask (Q, Q) bool, same convention. Returns (Q, d)."""
-        q = queries.unsqueeze(0)
-        src = sources.unsqueeze(0)
-        out, _ = self.cross_attn(q, src, src, attn_mask=cross_mask, need_weights=False)
-        q = self.cross_norm(q + self.dropout(out))
+        """queries (Q, d); keys_values from :meth:`project_sources`; cross_mask (Q, S) bool,
+        True = may NOT attend; self_mask (Q, Q) bool, same convention. Returns (Q, d)."""
+        k, v = keys_values
+        n, d = queries.shape
+        h = self.cross_attn.num_heads
+        w, b = self.cross_attn.in_proj_weight, self.cross_attn.in_proj_bias
+        qh = F.linear(queries, w[:d], b[:d]).view(n, h, d // h).transpose(0, 1)
+        allowed = None if cross_mask is None else ~cross_mask
+        p = self.cross_attn.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(qh, k, v, attn_mask=allowed, dropout_p=p)
+        out = self.cross_attn.out_proj(out.transpose(0, 1).reshape(n, d))
+        q = self.cross_norm(queries + self.dropout(out)).unsqueeze(0)
         out, _ = self.self_attn(q, q, q, attn_mask=self_mask, need_weights=False)
         q = self.self_norm(q + self.dropout(out))
         q = self.ffn_norm(q + self.dropout(self.ffn(q)))
         return q.squeeze(0)
+
+
+@dataclass
+class SourceCache:
+    """Everything the decoder derives from a scene's superpoint features alone:
+    mask_feats (S, d) and, per layer, cross-attention keys and values (heads, S, d / heads)."""
+
+    mask_feats: torch.Tensor
+    keys_values: list[tuple[torch.Tensor, torch.Tensor]]
 
 
 class UnifiedDecoder(nn.Module):
@@ -121,9 +147,16 @@ class UnifiedDecoder(nn.Module):
         superpoint are opened fully (an empty mask must not produce NaNs)."""
         if not self.mask_attention:
             return None
-        blocked = masks.detach().sigmoid() < 0.5
+        blocked = masks.detach() < 0  # sigmoid(x) < 0.5
         blocked[blocked.all(dim=1)] = False
         return blocked
+
+    def prepare(self, sp_features: torch.Tensor) -> SourceCache:
+        """sp_features (S, C) -> the per-scene part of a decoder pass."""
+        sources = self.input_proj(sp_features)
+        return SourceCache(
+            self.mask_proj(sp_features), [layer.project_sources(sources) for layer in self.layers]
+        )
 
     def forward(
         self,
@@ -131,19 +164,21 @@ class UnifiedDecoder(nn.Module):
         queries: torch.Tensor,
         class_embeddings: torch.Tensor,
         self_mask: torch.Tensor | None = None,
+        cache: SourceCache | None = None,
     ) -> list[LayerPrediction]:
         """sp_features (S, C); queries (Q, C) in feature space; class_embeddings (V, text_dim);
-        self_mask (Q, Q) bool, True = may not attend. Returns num_layers + 1 predictions."""
-        sources = self.input_proj(sp_features)
-        mask_feats = self.mask_proj(sp_features)
+        self_mask (Q, Q) bool, True = may not attend; cache: ``prepare(sp_features)`` computed
+        earlier with the current weights. Returns num_layers + 1 predictions."""
+        if cache is None:
+            cache = self.prepare(sp_features)
         q = self.query_proj(queries)
         if self_mask is not None:
             # every query always sees itself (keeps a row from being fully blocked)
             self_mask = self_mask & ~torch.eye(len(q), dtype=torch.bool, device=q.device)
-        pred = self.heads(q, mask_feats, class_embeddings)
+        pred = self.heads(q, cache.mask_feats, class_embeddings)
         out = [pred]
-        for layer in self.layers:
-            q = layer(q, sources, self.attention_mask(pred.masks), self_mask)
-            pred = self.heads(q, mask_feats, class_embeddings)
+        for layer, kv in zip(self.layers, cache.keys_values):
+            q = layer(q, kv, self.attention_mask(pred.masks), self_mask)
+            pred = self.heads(q, cache.mask_feats, class_embeddings)
             out.append(pred)
         return out

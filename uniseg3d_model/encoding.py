@@ -14,7 +14,8 @@ Query order inside a decoder pass (Q = Qu + K + T):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import torch
 
@@ -28,6 +29,9 @@ class SceneEncoding:
     points:      (N, 3) float32 scene frame, metres (used to look up clicks)
     center:      (3,) float32 mean of ``points`` (origin of the click positional encoding)
     scene_id:    free-form identifier copied from the scene
+    decoder_cache: filled by ``UniSeg3D.decode`` in inference (eval mode, no grad): the
+                 decoder's per-scene projections, tagged with the weights they came from, so
+                 later prompt queries on this scene skip them
     """
 
     sp_features: torch.Tensor
@@ -35,6 +39,7 @@ class SceneEncoding:
     points: torch.Tensor
     center: torch.Tensor
     scene_id: str = ""
+    decoder_cache: Any = field(default=None, repr=False, compare=False)
 
     @property
     def num_superpoints(self) -> int:
@@ -50,7 +55,7 @@ class SceneEncoding:
 
     def detach(self) -> SceneEncoding:
         """A copy cut from the autograd graph (what a cache should hold)."""
-        return replace(self, sp_features=self.sp_features.detach())
+        return replace(self, sp_features=self.sp_features.detach(), decoder_cache=None)
 
     def to(self, device: torch.device | str) -> SceneEncoding:
         return replace(
@@ -59,6 +64,7 @@ class SceneEncoding:
             superpoints=self.superpoints.to(device),
             points=self.points.to(device),
             center=self.center.to(device),
+            decoder_cache=None,
         )
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from uniseg3d_model import superpoints as sp_ops
 from uniseg3d_model.backbone import BackboneConfig, MinkUNet
 from uniseg3d_model.data.labels import SCANNET20_CLASSES, STUFF_CLASSES
-from uniseg3d_model.decoder import UnifiedDecoder
+from uniseg3d_model.decoder import SourceCache, UnifiedDecoder
 from uniseg3d_model.encoding import DecoderOutput, SceneEncoding
 from uniseg3d_model.queries import QueryBuilder, click_superpoints, interaction_mask, select_superpoints
 from uniseg3d_model.sparse import SparseTensor, voxelize
@@ -261,7 +261,7 @@ class UniSeg3D(nn.Module):
             raise ValueError(f"scene {scene.scene_id!r}: nothing to decode (unified=False and no prompts)")
         queries = torch.cat(parts)
         self_mask = interaction_mask(num_unified, num_clicks + len(texts), self.cfg.isolate_prompts, dev)
-        layers = self.decoder(feats, queries, class_emb, self_mask)
+        layers = self.decoder(feats, queries, class_emb, self_mask, self._source_cache(enc))
         return DecoderOutput(
             layers=layers,
             num_unified=num_unified,
@@ -272,6 +272,16 @@ class UniSeg3D(nn.Module):
             superpoints=enc.superpoints,
             contrastive_scale=self.contrastive_logit_scale.clamp(max=float(np.log(100.0))).exp(),
         )
+
+    def _source_cache(self, enc: SceneEncoding) -> SourceCache | None:
+        """The decoder's per-scene projections of ``enc``, reused across decode calls in
+        inference (eval mode, grad disabled) while the decoder weights stay unchanged."""
+        if self.training or torch.is_grad_enabled():
+            return None
+        key = (id(self.decoder), tuple(p._version for p in self.decoder.parameters()))
+        if enc.decoder_cache is None or enc.decoder_cache[0] != key:
+            enc.decoder_cache = (key, self.decoder.prepare(enc.sp_features))
+        return enc.decoder_cache[1]
 
     def forward(self, scenes: list[SceneSample]) -> list[DecoderOutput]:
         return self.decode(self.encode(scenes), scenes)

@@ -42,15 +42,15 @@ def select_superpoints(
 
 
 def click_superpoints(
-    clicks: torch.Tensor, points: torch.Tensor, superpoints: torch.Tensor, chunk: int = 64
+    clicks: torch.Tensor, points: torch.Tensor, superpoints: torch.Tensor, chunk: int = 8
 ) -> torch.Tensor:
     """clicks (K, 3), points (N, 3) same frame -> (K,) int64 superpoint of each click's nearest
-    point (Euclidean). Processed in chunks of clicks so memory stays O(chunk * N)."""
+    point (exact Euclidean, brute force in chunks of clicks: O(chunk * N) memory)."""
     if clicks.numel() == 0:
         return torch.zeros(0, dtype=torch.long, device=points.device)
     if points.shape[0] == 0:
         raise ValueError("clicks given for a scene with no points")
-    nearest = [torch.cdist(c, points).argmin(dim=1) for c in clicks.split(chunk)]
+    nearest = [((points[None] - c[:, None]) ** 2).sum(-1).argmin(dim=1) for c in clicks.split(chunk)]
     return superpoints[torch.cat(nearest)]
 
 
