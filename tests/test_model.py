@@ -156,6 +156,8 @@ def test_bad_inputs_raise_clear_errors(model, room):
     enc = model.encode([room])
     with pytest.raises(ValueError, match="encodings"):
         model.decode(enc, [room, room])
+    with pytest.raises(ValueError, match="points but its encoding"):
+        model.decode(enc, [make_room(seed=1, density=100.0)])
     bare = dataclasses.replace(room, clicks=None, texts=[])
     with pytest.raises(ValueError, match="nothing to decode"):
         model.decode(enc, [bare], unified=False)

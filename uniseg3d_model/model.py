@@ -227,6 +227,11 @@ class UniSeg3D(nn.Module):
 
     def _decode_one(self, enc: SceneEncoding, scene: SceneSample, unified: bool) -> DecoderOutput:
         dev = self.device
+        if enc.num_points != scene.num_points:
+            raise ValueError(
+                f"scene {scene.scene_id!r} has {scene.num_points} points but its encoding "
+                f"{enc.scene_id!r} has {enc.num_points}"
+            )
         if enc.device != dev:
             enc = enc.to(dev)
         vocab = tuple(scene.vocabulary) if scene.vocabulary is not None else self.cfg.class_names
