@@ -105,6 +105,8 @@ def test_pick_referrals_takes_distinct_targets_the_map_saw(room):
     picked = pick_referrals(room, truth, 3, min_points=50)
     assert len(picked) == 3 and len({r.object_id for r in picked}) == 3
     assert all(r in room.referrals for r in picked)
+    cats = [room.scene.object(r.object_id).raw_category for r in picked]
+    assert len(set(cats)) == len(cats)  # the room has more than three referable categories
     unseen = transfer_labels(scene, scene.vertices[scene.instance != picked[0].object_id])
     assert picked[0].object_id not in {r.object_id for r in pick_referrals(room, unseen, 3, min_points=50)}
 

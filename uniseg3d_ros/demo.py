@@ -50,7 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="model checkpoint; '' = the shipped uniseg3d_model/weights/default.pt when present, "
         "else an untrained model; 'random' = the untrained model",
     )
-    ap.add_argument("--text-encoder", default="minilm", help="node text encoder ('minilm', 'hash', ...)")
+    ap.add_argument(
+        "--text-encoder",
+        default="",
+        help="node text encoder ('minilm', 'openclip:<model>', 'hash'); '' = the checkpoint's own, "
+        "'minilm' for the untrained model",
+    )
     ap.add_argument(
         "--rate",
         type=float,
@@ -130,7 +135,7 @@ class Demo:
             "input_mode": "rgbd",
             "pose_source": "topic",
             "checkpoint": a.checkpoint,
-            "text_encoder": a.text_encoder,
+            "text_encoder": a.text_encoder or _default_text_encoder(a.checkpoint),
             "stats_period": 0.05,
             "map_publish_rate": 0.0,
             "queue_depth": 20,
@@ -245,6 +250,16 @@ class Demo:
             print(f"uniseg3d_demo: {len(failed)} query(ies) failed (see above)", file=sys.stderr)
             return 1
         return 0
+
+
+def _default_text_encoder(checkpoint: str) -> str:
+    """'' (the node keeps the checkpoint's text encoder) when a checkpoint will be loaded, else
+    'minilm' (the untrained model needs one)."""
+    from uniseg3d_ros.engine import RANDOM_MODEL, default_checkpoint
+
+    if checkpoint == RANDOM_MODEL:
+        return "minilm"
+    return "" if checkpoint or default_checkpoint().is_file() else "minilm"
 
 
 def _check_interfaces() -> None:

@@ -129,23 +129,21 @@ class QueryRunner:
         )
         truth = self.truth.mask(ref.object_id)
         self.refer_targets.add(ref.object_id)
-        if resp.success and resp.instances:
-            inst = resp.instances[0]
-            answer = self._mask(inst)
+        if resp.success:  # an empty answer (the model found nothing) scores IoU 0
+            inst = resp.instances[0] if resp.instances else None
+            answer = self._mask(inst) if inst is not None else np.zeros(len(self.points), bool)
             q.iou = _iou(answer, truth)
             q.rows.append(
                 dict(
-                    label=inst.label,
-                    score=round(float(inst.score), 3),
-                    points=int(inst.point_count),
+                    label=inst.label if inst is not None else "(nothing)",
+                    score=round(float(inst.score), 3) if inst is not None else 0.0,
+                    points=int(answer.sum()),
                     truth=self._object_name(ref.object_id),
                     truth_points=int(truth.sum()),
                 )
             )
             q.figure = f"refer_{len(self.refer_targets)}.png"
             self.figure_jobs.append((q, "mask", (answer, truth)))
-        elif resp.success:
-            q.ok, q.message = False, "success but no instance returned"
         self.demo.record(q)
 
     # ----------------------------------------------------------------- open vocabulary
@@ -220,22 +218,20 @@ class QueryRunner:
             resp.latency_ms,
             1e3 * rt,
         )
-        if resp.success and resp.instances:
-            inst = resp.instances[0]
-            answer = self._mask(inst)
+        if resp.success:  # an empty answer scores IoU 0
+            inst = resp.instances[0] if resp.instances else None
+            answer = self._mask(inst) if inst is not None else np.zeros(len(self.points), bool)
             q.iou = _iou(answer, truth)
             q.rows.append(
                 dict(
-                    label=inst.label,
-                    points=int(inst.point_count),
+                    label=inst.label if inst is not None else "(nothing)",
+                    points=int(answer.sum()),
                     truth=self._object_name(oid),
                     truth_points=int(truth.sum()),
                 )
             )
             q.figure = "interactive.png"
             self.figure_jobs.append((q, "mask", (answer, truth)))
-        elif resp.success:
-            q.ok, q.message = False, "success but no instance returned"
         self.demo.record(q)
         end_version = self.planner.stats.get("map_version")
         if end_version != self.map_version:

@@ -169,14 +169,19 @@ def matches_word(obj: SyntheticObject, word: str) -> bool:
 
 def pick_referrals(room: DemoRoom, truth: MapTruth, count: int, min_points: int = 200) -> list[Referral]:
     """Up to ``count`` sentences about distinct objects that the map saw (>= ``min_points``
-    points), largest objects first (deterministic)."""
+    points), largest objects first, preferring objects of a category not picked yet (deterministic)."""
     seen = truth.point_counts()
     by_object: dict[int, Referral] = {}
     for r in room.referrals:
         if seen.get(r.object_id, 0) >= min_points and r.object_id not in by_object:
             by_object[r.object_id] = r
     order = sorted(by_object, key=lambda oid: (-seen[oid], oid))
-    return [by_object[oid] for oid in order[:count]]
+    picked: list[int] = []
+    for _ in range(min(count, len(order))):  # largest first, a new category whenever possible
+        cats = {room.scene.object(p).raw_category for p in picked}
+        rest = [oid for oid in order if oid not in picked]
+        picked.append(next((oid for oid in rest if room.scene.object(oid).raw_category not in cats), rest[0]))
+    return [by_object[oid] for oid in picked]
 
 
 def pick_click_object(room: DemoRoom, truth: MapTruth, exclude: set[int], min_points: int = 200) -> int:
