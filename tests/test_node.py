@@ -491,3 +491,28 @@ def test_cloud_arriving_before_its_pose_waits_for_it(ros, room):
     )
     assert ros.fresh_stats()["awaiting_pose"] == 0
     assert ros.stats["map_points"] > 0
+
+
+def test_docs_cover_every_parameter_topic_and_service():
+    doc = (REPO / "docs/ros_node.md").read_text()
+    missing = [p.name for p in PARAMETERS if f"`{p.name}`" not in doc]
+    names = [
+        "~/cloud",
+        "~/depth",
+        "~/color",
+        "~/camera_info",
+        "~/pose",
+        "~/odom",
+        "~/markers",
+        "~/segmented_cloud",
+        "~/map_cloud",
+        "~/stats",
+        "~/segment",
+        "~/refer",
+        "~/open_vocab",
+        "~/interactive",
+        "~/save_map",
+        "~/clear_map",
+    ]
+    missing += [n for n in names if f"`{n}`" not in doc]
+    assert not missing, f"docs/ros_node.md does not document {missing}"
