@@ -23,17 +23,37 @@ import numpy as np
 from uniseg3d_model.data.labels import SCANNET20_CLASSES
 
 # 20 distinct colors (RGB in [0, 1]); the order is part of the interface (colors stay stable).
-PALETTE = np.array([
-    [0.68, 0.78, 0.91], [0.60, 0.87, 0.54], [0.12, 0.47, 0.71], [1.00, 0.73, 0.47], [0.74, 0.74, 0.13],
-    [0.55, 0.34, 0.29], [1.00, 0.60, 0.59], [0.84, 0.15, 0.16], [0.77, 0.69, 0.84], [0.58, 0.40, 0.74],
-    [0.77, 0.61, 0.58], [0.09, 0.75, 0.81], [0.97, 0.71, 0.82], [0.86, 0.86, 0.55], [1.00, 0.50, 0.05],
-    [0.62, 0.85, 0.90], [0.17, 0.63, 0.17], [0.44, 0.50, 0.56], [0.89, 0.47, 0.76], [0.32, 0.33, 0.64],
-], dtype=np.float32)
+PALETTE = np.array(
+    [
+        [0.68, 0.78, 0.91],
+        [0.60, 0.87, 0.54],
+        [0.12, 0.47, 0.71],
+        [1.00, 0.73, 0.47],
+        [0.74, 0.74, 0.13],
+        [0.55, 0.34, 0.29],
+        [1.00, 0.60, 0.59],
+        [0.84, 0.15, 0.16],
+        [0.77, 0.69, 0.84],
+        [0.58, 0.40, 0.74],
+        [0.77, 0.61, 0.58],
+        [0.09, 0.75, 0.81],
+        [0.97, 0.71, 0.82],
+        [0.86, 0.86, 0.55],
+        [1.00, 0.50, 0.05],
+        [0.62, 0.85, 0.90],
+        [0.17, 0.63, 0.17],
+        [0.44, 0.50, 0.56],
+        [0.89, 0.47, 0.76],
+        [0.32, 0.33, 0.64],
+    ],
+    dtype=np.float32,
+)
 
 KINDS = ("deleteall", "points", "cube_list", "line_list", "text")
 # box corner index pairs of the 12 edges; corners are (x, y, z) bits of 0..7 (bit0 x, bit1 y, bit2 z)
-_BOX_EDGES = np.array([[0, 1], [2, 3], [4, 5], [6, 7], [0, 2], [1, 3], [4, 6], [5, 7],
-                       [0, 4], [1, 5], [2, 6], [3, 7]])
+_BOX_EDGES = np.array(
+    [[0, 1], [2, 3], [4, 5], [6, 7], [0, 2], [1, 3], [4, 6], [5, 7], [0, 4], [1, 5], [2, 6], [3, 7]]
+)
 
 
 @dataclass
@@ -76,9 +96,17 @@ def subsample_indices(indices: np.ndarray, stride: int) -> np.ndarray:
     return np.asarray(indices)[:: max(1, int(stride))]
 
 
-def build_markers(instances: Sequence[Any], points: np.ndarray, *, max_points: int = 50000,
-                  point_size: float = 0.02, line_width: float = 0.01, text_height: float = 0.12,
-                  style: str = "points", ns_prefix: str = "") -> list[MarkerSpec]:
+def build_markers(
+    instances: Sequence[Any],
+    points: np.ndarray,
+    *,
+    max_points: int = 50000,
+    point_size: float = 0.02,
+    line_width: float = 0.01,
+    text_height: float = 0.12,
+    style: str = "points",
+    ns_prefix: str = "",
+) -> list[MarkerSpec]:
     """Marker data for ``instances`` over ``points`` (N, 3) (the snapshot the indices refer to).
 
     Each instance needs ``id``, ``class_id``, ``label``, ``score``, ``point_indices`` (K,) into
@@ -101,16 +129,39 @@ def build_markers(instances: Sequence[Any], points: np.ndarray, *, max_points: i
         idx = subsample_indices(np.asarray(inst.point_indices, dtype=np.int64), stride)
         if len(idx) and (idx.min() < 0 or idx.max() >= len(pts)):
             raise ValueError(f"instance {inst.id}: point_indices out of range for {len(pts)} points")
-        specs.append(MarkerSpec(ns=ns_prefix + "points", id=int(inst.id), kind=style, color=rgba,
-                                scale=(point_size, point_size, point_size), points=pts[idx]))
-        specs.append(MarkerSpec(ns=ns_prefix + "boxes", id=int(inst.id), kind="line_list", color=rgba,
-                                scale=(line_width, 0.0, 0.0), points=box_edges(inst.bbox_min, inst.bbox_max)))
+        specs.append(
+            MarkerSpec(
+                ns=ns_prefix + "points",
+                id=int(inst.id),
+                kind=style,
+                color=rgba,
+                scale=(point_size, point_size, point_size),
+                points=pts[idx],
+            )
+        )
+        specs.append(
+            MarkerSpec(
+                ns=ns_prefix + "boxes",
+                id=int(inst.id),
+                kind="line_list",
+                color=rgba,
+                scale=(line_width, 0.0, 0.0),
+                points=box_edges(inst.bbox_min, inst.bbox_max),
+            )
+        )
         top = np.asarray(inst.centroid, dtype=np.float32).copy()
         top[2] = float(np.asarray(inst.bbox_max)[2]) + text_height
-        specs.append(MarkerSpec(ns=ns_prefix + "labels", id=int(inst.id), kind="text",
-                                color=np.array([1.0, 1.0, 1.0, 1.0], dtype=np.float32),
-                                scale=(0.0, 0.0, text_height), position=top,
-                                text=f"{inst.label} {float(inst.score):.2f}"))
+        specs.append(
+            MarkerSpec(
+                ns=ns_prefix + "labels",
+                id=int(inst.id),
+                kind="text",
+                color=np.array([1.0, 1.0, 1.0, 1.0], dtype=np.float32),
+                scale=(0.0, 0.0, text_height),
+                position=top,
+                text=f"{inst.label} {float(inst.score):.2f}",
+            )
+        )
     return specs
 
 
@@ -120,8 +171,12 @@ def to_marker_array(specs: Sequence[MarkerSpec], frame_id: str, stamp: Any = Non
     from std_msgs.msg import ColorRGBA
     from visualization_msgs.msg import Marker, MarkerArray
 
-    types = {"points": Marker.POINTS, "cube_list": Marker.CUBE_LIST, "line_list": Marker.LINE_LIST,
-             "text": Marker.TEXT_VIEW_FACING}
+    types = {
+        "points": Marker.POINTS,
+        "cube_list": Marker.CUBE_LIST,
+        "line_list": Marker.LINE_LIST,
+        "text": Marker.TEXT_VIEW_FACING,
+    }
     out = MarkerArray()
     for spec in specs:
         m = Marker()
@@ -156,9 +211,16 @@ def marker_array_to_specs(msg: Any) -> list[MarkerSpec]:
             out.append(MarkerSpec(ns=m.ns, id=m.id, kind="deleteall"))
             continue
         pts = np.array([[p.x, p.y, p.z] for p in m.points], dtype=np.float32).reshape(-1, 3)
-        out.append(MarkerSpec(ns=m.ns, id=m.id, kind=kinds.get(m.type, str(m.type)),
-                              color=np.array([m.color.r, m.color.g, m.color.b, m.color.a], dtype=np.float32),
-                              scale=(m.scale.x, m.scale.y, m.scale.z), points=pts,
-                              position=np.array([m.pose.position.x, m.pose.position.y, m.pose.position.z]),
-                              text=m.text))
+        out.append(
+            MarkerSpec(
+                ns=m.ns,
+                id=m.id,
+                kind=kinds.get(m.type, str(m.type)),
+                color=np.array([m.color.r, m.color.g, m.color.b, m.color.a], dtype=np.float32),
+                scale=(m.scale.x, m.scale.y, m.scale.z),
+                points=pts,
+                position=np.array([m.pose.position.x, m.pose.position.y, m.pose.position.z]),
+                text=m.text,
+            )
+        )
     return out

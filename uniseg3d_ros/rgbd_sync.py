@@ -112,8 +112,14 @@ class RGBDSynchronizer:
 # ----------------------------------------------------------------------------- image codecs
 # sensor_msgs/Image encodings handled here -> (numpy dtype, channels)
 IMAGE_ENCODINGS: dict[str, tuple[str, int]] = {
-    "16UC1": ("u2", 1), "mono16": ("u2", 1), "32FC1": ("f4", 1),
-    "rgb8": ("u1", 3), "bgr8": ("u1", 3), "rgba8": ("u1", 4), "bgra8": ("u1", 4), "mono8": ("u1", 1),
+    "16UC1": ("u2", 1),
+    "mono16": ("u2", 1),
+    "32FC1": ("f4", 1),
+    "rgb8": ("u1", 3),
+    "bgr8": ("u1", 3),
+    "rgba8": ("u1", 4),
+    "bgra8": ("u1", 4),
+    "mono8": ("u1", 1),
 }
 
 
@@ -159,5 +165,11 @@ def array_to_image_fields(array: np.ndarray) -> dict[str, Any]:
     else:
         raise ValueError(f"image must be (H, W) uint16/float32 or (H, W, 3) uint8, got {a.shape} {a.dtype}")
     a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
-    return {"height": a.shape[0], "width": a.shape[1], "encoding": enc, "is_bigendian": 0,
-            "step": a.shape[1] * a.itemsize * (a.shape[2] if a.ndim == 3 else 1), "data": a.tobytes()}
+    return {
+        "height": a.shape[0],
+        "width": a.shape[1],
+        "encoding": enc,
+        "is_bigendian": 0,
+        "step": a.shape[1] * a.itemsize * (a.shape[2] if a.ndim == 3 else 1),
+        "data": a.tobytes(),
+    }
