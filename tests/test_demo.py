@@ -225,6 +225,7 @@ def _leftover_children(domain: int) -> list[str]:
     return found
 
 
+@pytest.mark.slow  # 16-34 s on 2 busy cores
 def test_demo_runs_the_mission_end_to_end(tmp_path):
     out = tmp_path / "demo"
     proc, domain = _run_demo(out, SMALL)

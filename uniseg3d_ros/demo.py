@@ -35,6 +35,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     ap = argparse.ArgumentParser(
         prog="uniseg3d_demo",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Run the whole UniSeg3D-ROS mission on a synthetic room: record, fuse, segment, "
         "query by text / vocabulary / click, and score every answer against ground truth.",
     )

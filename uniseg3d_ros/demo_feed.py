@@ -2,7 +2,7 @@
 
 * :func:`feed_in_process` (default): the demo publishes the recording itself with the replay
   tool's publisher (:class:`uniseg3d_ros.replay.ReplayPublisher`), one frame at a time, and waits
-  for the node's ``~/stats`` to acknowledge each pose and each fused frame before the next. The
+  for the node's ``~/stats`` to acknowledge each pose and each frame's images before the next. The
   node's inputs use best-effort sensor QoS and drop frames whose pose has not arrived yet, so on a
   busy machine a free-running replay loses frames; this handshake loses none, at any machine speed.
   ``rate`` still caps the speed (x real time of the recording; 0 = as fast as the node fuses).
@@ -22,7 +22,6 @@ from uniseg3d_ros.demo_ros import Child, DemoError, Planner
 
 RESEND_AFTER = 3.0  # s without an acknowledgement before a message is published again
 MAX_SENDS = 4
-DROP_COUNTERS = ("no_pose", "malformed_rgbd", "pose_wrong_frame", "unknown_frame")
 
 
 def _count(stats: dict[str, Any], *keys: str) -> int:
@@ -62,7 +61,14 @@ def feed_in_process(planner: Planner, sequence_dir: Path, node_name: str, rate: 
     )
     stats = planner.stats
     poses0 = _count(stats, "poses")
-    frames0 = _count(stats, "rgbd_integrated", *DROP_COUNTERS)
+    streams = ("depth_msgs", "color_msgs", "info_msgs")
+    received0 = {k: _count(stats, k) for k in streams}
+
+    def received(n: int) -> bool:
+        # the node's sensor callbacks run one at a time, so once all three images of frame n are
+        # counted its fusion was attempted (a frame without valid depth is skipped, not counted)
+        return all(_count(planner.stats, k) >= received0[k] + n for k in streams)
+
     pacer, frame, sent = Pacer(rate), [], 0
     for ev in sequence_events(sequence_dir):
         if ev.kind == "pose":
@@ -86,9 +92,9 @@ def feed_in_process(planner: Planner, sequence_dir: Path, node_name: str, rate: 
         _send_until(
             planner,
             lambda f=tuple(frame): [pub.publish(e) for e in f],
-            lambda n=sent: _count(planner.stats, "rgbd_integrated", *DROP_COUNTERS) >= frames0 + n,
+            lambda n=sent: received(n),
             timeout,
-            f"the node to fuse frame {sent}",
+            f"the node to receive the images of frame {sent}",
         )
         frame = []
     return sent
