@@ -516,3 +516,18 @@ def test_docs_cover_every_parameter_topic_and_service():
     ]
     missing += [n for n in names if f"`{n}`" not in doc]
     assert not missing, f"docs/ros_node.md does not document {missing}"
+
+
+@pytest.mark.ros
+def test_invalid_parameter_stops_the_node_naming_it():
+    with rosutil.ros_domain() as domain:
+        env = rosutil.ros_env(domain)
+        args = ["-m", "uniseg3d_ros.node", "--ros-args", "-p", "voxel_size:=1", "-p", "input_mode:=lidar"]
+        proc = rosutil.start_python(args, env=env, name="bad_node")
+        try:
+            proc.popen.wait(timeout=60)
+            out = proc.output()
+        finally:
+            proc.stop()
+        assert proc.popen.returncode == 2, out
+        assert "input_mode" in out and "lidar" in out and "voxel_size" not in out  # int for a float is fine

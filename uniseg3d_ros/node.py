@@ -6,31 +6,31 @@ RGB-D, poses) share one mutually exclusive group and only decode + fuse into the
 blocks sensor input; publishing timers (map cloud, stats) have a third. Queues are
 bounded everywhere (QoS depth, RGB-D sync buffer, pose buffer, map capacity).
 
-Topics, services and parameters: docs/ros_node.md. Logic lives in the tested pure modules
-(params, frames, rgbd_sync, engine, markers, scene_map, pointcloud2, rgbd).
+Service handlers: node_services.py. Topics, services and parameters: docs/ros_node.md. Logic
+lives in the tested pure modules (params, frames, rgbd_sync, engine, results, markers, scene_map,
+pointcloud2, rgbd).
 """
 
 from __future__ import annotations
 
-import array
 import json
 import threading
 from collections import Counter
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 import numpy as np
 import rclpy
-from geometry_msgs.msg import Point, PoseStamped
+from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
-from uniseg3d_msgs.msg import InstanceResult
 from uniseg3d_msgs.srv import Interactive, OpenVocab, Refer, SaveMap, Segment
 from visualization_msgs.msg import MarkerArray
 
@@ -46,6 +46,7 @@ from uniseg3d_ros.frames import (
     stamp_to_sec,
 )
 from uniseg3d_ros.markers import build_markers, to_marker_array
+from uniseg3d_ros.node_services import ServiceHandlers
 from uniseg3d_ros.pointcloud2 import cloud_to_arrays, points_to_cloud, segmented_cloud
 from uniseg3d_ros.rgbd import depth_to_points
 from uniseg3d_ros.rgbd_sync import RGBDSynchronizer, SyncedFrame, image_to_array
@@ -54,25 +55,7 @@ from uniseg3d_ros.scene_map import SceneMap
 NODE_NAME = "uniseg3d_node"
 
 
-def instance_msgs(result: QueryResult) -> list[InstanceResult]:
-    out = []
-    for inst in result.instances:
-        m = InstanceResult(
-            id=int(inst.id),
-            class_id=int(inst.class_id),
-            label=inst.label,
-            score=float(inst.score),
-            point_count=int(inst.point_count),
-        )
-        m.centroid = Point(**dict(zip("xyz", map(float, inst.centroid))))
-        m.bbox_min = Point(**dict(zip("xyz", map(float, inst.bbox_min))))
-        m.bbox_max = Point(**dict(zip("xyz", map(float, inst.bbox_max))))
-        m.point_indices = array.array("I", inst.point_indices.astype(np.uint32).tobytes())
-        out.append(m)
-    return out
-
-
-class UniSeg3DNode(Node):
+class UniSeg3DNode(ServiceHandlers, Node):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.p = params_mod.declare(self)
@@ -107,49 +90,25 @@ class UniSeg3DNode(Node):
         )
         self.sync = RGBDSynchronizer(p.sync_tolerance, p.sync_buffer)
         self.waiting = PoseWaitQueue(p.pose_wait_buffer, p.pose_tolerance)
-        self._wait_lock = threading.Lock()  # clear_map (service group) vs sensor callbacks
+        self._sensor_lock = threading.Lock()  # sync/waiting queues: clear_map (services) vs sensor callbacks
 
         sensor_qos = QoSProfile(**{**_qos_kwargs(qos_profile_sensor_data), "depth": p.queue_depth})
-        sub = self.create_subscription
+        inputs: list[tuple[Any, str, Any]] = []
         if p.input_mode in ("cloud", "both"):
-            sub(PointCloud2, p.cloud_topic, self._on_cloud, sensor_qos, callback_group=self.sensor_group)
+            inputs.append((PointCloud2, p.cloud_topic, self._on_cloud))
         if p.input_mode in ("rgbd", "both"):
-            sub(
-                Image,
-                p.depth_topic,
-                lambda m: self._on_rgbd("depth", m),
-                sensor_qos,
-                callback_group=self.sensor_group,
-            )
-            sub(
-                Image,
-                p.color_topic,
-                lambda m: self._on_rgbd("color", m),
-                sensor_qos,
-                callback_group=self.sensor_group,
-            )
-            sub(
-                CameraInfo,
-                p.camera_info_topic,
-                lambda m: self._on_rgbd("info", m),
-                sensor_qos,
-                callback_group=self.sensor_group,
-            )
+            inputs += [
+                (Image, p.depth_topic, partial(self._on_rgbd, "depth")),
+                (Image, p.color_topic, partial(self._on_rgbd, "color")),
+                (CameraInfo, p.camera_info_topic, partial(self._on_rgbd, "info")),
+            ]
         if self.resolver.active_source() != "tf" and p.pose_source in ("auto", "topic"):
-            sub(
-                PoseStamped,
-                p.pose_topic,
-                lambda m: self._on_pose(m.header, m.pose),
-                sensor_qos,
-                callback_group=self.sensor_group,
-            )
-            sub(
-                Odometry,
-                p.odom_topic,
-                lambda m: self._on_pose(m.header, m.pose.pose),
-                sensor_qos,
-                callback_group=self.sensor_group,
-            )
+            inputs += [
+                (PoseStamped, p.pose_topic, lambda m: self._on_pose(m.header, m.pose)),
+                (Odometry, p.odom_topic, lambda m: self._on_pose(m.header, m.pose.pose)),
+            ]
+        for msg_type, topic, callback in inputs:
+            self.create_subscription(msg_type, topic, callback, sensor_qos, callback_group=self.sensor_group)
 
         latched = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -176,37 +135,26 @@ class UniSeg3DNode(Node):
                 p.text_encoder_weights,
             )
             for note in self.engine.notes:
-                (self.get_logger().warning if note.startswith("NO CHECKPOINT") else self.get_logger().info)(
-                    note
+                log = (
+                    self.get_logger().warning if note.startswith("NO CHECKPOINT") else self.get_logger().info
                 )
+                log(note)
         except Exception as exc:  # noqa: BLE001 - any load failure leaves the node up, services say why
             self.engine_error = f"model not loaded: {type(exc).__name__}: {exc}"
             self.get_logger().error(self.engine_error)
 
-        srv = self.create_service
-        srv(Segment, "~/segment", self._guard(Segment, self._srv_segment), callback_group=self.service_group)
-        srv(Refer, "~/refer", self._guard(Refer, self._srv_refer), callback_group=self.service_group)
-        srv(
-            OpenVocab,
-            "~/open_vocab",
-            self._guard(OpenVocab, self._srv_open_vocab),
-            callback_group=self.service_group,
-        )
-        srv(
-            Interactive,
-            "~/interactive",
-            self._guard(Interactive, self._srv_interactive),
-            callback_group=self.service_group,
-        )
-        srv(
-            SaveMap, "~/save_map", self._guard(SaveMap, self._srv_save_map), callback_group=self.service_group
-        )
-        srv(
-            Trigger,
-            "~/clear_map",
-            self._guard(Trigger, self._srv_clear_map),
-            callback_group=self.service_group,
-        )
+        services = [
+            (Segment, "segment", self._srv_segment),
+            (Refer, "refer", self._srv_refer),
+            (OpenVocab, "open_vocab", self._srv_open_vocab),
+            (Interactive, "interactive", self._srv_interactive),
+            (SaveMap, "save_map", self._srv_save_map),
+            (Trigger, "clear_map", self._srv_clear_map),
+        ]
+        for srv_type, name, handler in services:
+            self.create_service(
+                srv_type, f"~/{name}", self._guard(srv_type, handler), callback_group=self.service_group
+            )
 
         if p.auto_segment_period > 0:
             self.create_timer(p.auto_segment_period, self._auto_segment, callback_group=self.service_group)
@@ -278,7 +226,7 @@ class UniSeg3DNode(Node):
             self.count(counter)
             return
         if res.cause == "no_pose" and self.waiting.may_still_come(stamp, self.resolver.buffer.latest_stamp()):
-            with self._wait_lock:
+            with self._sensor_lock:
                 dropped = self.waiting.push(frame_id, stamp, (points, colors, stamp, counter))
             if dropped is not None:
                 self.count("no_pose")
@@ -288,7 +236,7 @@ class UniSeg3DNode(Node):
         self.warn_once(f"{res.cause}:{frame_id}", res.reason)
 
     def _release_waiting(self) -> None:
-        with self._wait_lock:
+        with self._sensor_lock:
             ready, expired = self.waiting.release(self._resolve, self.resolver.buffer.latest_stamp())
         for (points, colors, stamp, counter), pose in ready:
             self._integrate(points, colors, pose, stamp)
@@ -321,7 +269,8 @@ class UniSeg3DNode(Node):
 
     def _on_rgbd(self, stream: str, msg: Any) -> None:
         self.count(f"{stream}_msgs")
-        frame = self.sync.add(stream, stamp_to_sec(msg.header.stamp), msg)
+        with self._sensor_lock:
+            frame = self.sync.add(stream, stamp_to_sec(msg.header.stamp), msg)
         if frame is not None:
             self._integrate_rgbd(frame)
 
@@ -373,119 +322,6 @@ class UniSeg3DNode(Node):
         self.pub_markers.publish(to_marker_array(specs, self.p.fixed_frame, stamp_msg(self._last_stamp)))
         self.pub_segmented.publish(self._segmented(result))
 
-    # ------------------------------------------------------------------ services
-    def _guard(self, srv_type: Any, handler: Any) -> Any:
-        """Wrap a handler: count the call, turn unexpected exceptions into success=false (never crash)."""
-        name = srv_type.__name__
-
-        def call(request: Any, response: Any) -> Any:
-            self.count(f"srv_{name}")
-            try:
-                response = handler(request, response)
-            except Exception as exc:  # noqa: BLE001 - a service must answer, whatever happened
-                self.count("srv_errors")
-                self.warn_once(f"srv_error:{name}:{type(exc).__name__}", f"{name} failed: {exc!r}")
-                response.success, response.message = False, f"internal error: {type(exc).__name__}: {exc}"
-            if not response.success:
-                self.count(f"srv_{name}_failed")
-            return response
-
-        return call
-
-    def _snapshot(self) -> Any:
-        with self.map_lock:
-            return self.map.snapshot()
-
-    def _query(self, response: Any, run: Any) -> QueryResult | None:
-        if self.engine is None:
-            response.success, response.message = False, self.engine_error or "model not loaded"
-            return None
-        result: QueryResult = run(self.engine, self._snapshot())
-        response.success, response.message = result.success, result.message
-        response.header = self._header()
-        response.latency_ms = float(result.latency_ms)
-        if result.success:
-            response.instances = instance_msgs(result)
-        return result
-
-    def _srv_segment(self, req: Segment.Request, resp: Segment.Response) -> Segment.Response:
-        result = self._query(resp, lambda e, s: e.segment(s, float(req.score_threshold)))
-        if result is not None and result.success:
-            resp.class_names = list(result.class_names)
-            resp.num_points = len(result.points)
-            if req.publish:
-                self.publish_result(result)
-            if req.return_cloud:
-                resp.segmented_cloud = self._segmented(result)
-        return resp
-
-    def _srv_refer(self, req: Refer.Request, resp: Refer.Response) -> Refer.Response:
-        result = self._query(resp, lambda e, s: e.refer(s, req.text, int(req.top_k)))
-        if result is not None and result.success:
-            self.publish_result(result)
-        return resp
-
-    def _srv_open_vocab(self, req: OpenVocab.Request, resp: OpenVocab.Response) -> OpenVocab.Response:
-        result = self._query(
-            resp, lambda e, s: e.open_vocab(s, list(req.class_names), float(req.score_threshold))
-        )
-        if result is not None and result.success:
-            self.publish_result(result)
-        return resp
-
-    def _srv_interactive(self, req: Interactive.Request, resp: Interactive.Response) -> Interactive.Response:
-        clicks = np.array([[c.x, c.y, c.z] for c in req.clicks], dtype=np.float64).reshape(-1, 3)
-        result = self._query(resp, lambda e, s: e.interactive(s, clicks, float(req.max_click_distance)))
-        if result is not None and result.success:
-            self.publish_result(result)
-        return resp
-
-    def _srv_save_map(self, req: SaveMap.Request, resp: SaveMap.Response) -> SaveMap.Response:
-        if not req.path.strip():
-            resp.success, resp.message = False, "path is empty: give a .ply or .npz file name"
-            return resp
-        path = Path(req.path).expanduser().resolve()
-        if path.suffix.lower() not in (".ply", ".npz"):
-            resp.success, resp.message = False, f"path must end in .ply or .npz, got {req.path!r}"
-            return resp
-        with self.map_lock:
-            n = len(self.map)
-            if n == 0:
-                resp.success, resp.message = False, "map is empty: nothing to save"
-                return resp
-            try:
-                self.map.save(str(path))
-            except OSError as exc:
-                resp.success, resp.message = False, f"cannot write {path}: {exc}"
-                return resp
-        resp.success, resp.message, resp.path, resp.num_voxels = True, f"saved {n} voxels", str(path), n
-        return resp
-
-    def _srv_clear_map(self, req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        with self.map_lock:
-            n = len(self.map)
-            self.map.clear()
-        self.sync.clear()
-        with self._wait_lock:
-            self.waiting.clear()
-        if self.engine is not None:
-            self.engine.invalidate()
-        self.pub_markers.publish(to_marker_array(build_markers([], np.zeros((0, 3))), self.p.fixed_frame))
-        resp.success, resp.message = True, f"cleared {n} voxels"
-        return resp
-
-    def _auto_segment(self) -> None:
-        if self.engine is None:
-            return
-        snap = self._snapshot()
-        if len(snap.points) == 0:
-            return
-        result = self.engine.segment(snap)
-        if result.success:
-            self.publish_result(result)
-        else:
-            self.warn_once("auto_segment", f"auto segment failed: {result.message}")
-
 
 def _qos_kwargs(profile: QoSProfile) -> dict[str, Any]:
     return {
@@ -498,7 +334,13 @@ def _qos_kwargs(profile: QoSProfile) -> dict[str, Any]:
 
 def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
-    node = UniSeg3DNode()
+    try:
+        node = UniSeg3DNode()
+    except (ValueError, InvalidParameterTypeException, InvalidParameterValueException) as exc:
+        # invalid parameters: say which, exit non-zero
+        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
+        rclpy.try_shutdown()
+        raise SystemExit(2) from exc
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:

@@ -246,6 +246,8 @@ def declare(node: Any) -> NodeParams:
                 ]
             else:
                 kw["integer_range"] = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high))]
+        # floats accept integer overrides (voxel_size:=1); validate() coerces and checks them
+        kw["dynamic_typing"] = isinstance(spec.default, float)
         descriptor = ParameterDescriptor(
             name=spec.name,
             description=spec.description,

@@ -1,0 +1,156 @@
+"""The service side of ``uniseg3d_node``: request handlers and response building (a mixin).
+
+Each handler validates through the engine (bad requests answer ``success=false`` with the
+reason), never raises (``_guard``), and never changes the map except ``~/clear_map``.
+The node class (``uniseg3d_ros.node.UniSeg3DNode``) provides ``engine``, ``map``,
+``map_lock``, ``p`` (parameters), the publishers and the bookkeeping used here.
+"""
+
+from __future__ import annotations
+
+import array
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from geometry_msgs.msg import Point
+from std_srvs.srv import Trigger
+from uniseg3d_msgs.msg import InstanceResult
+from uniseg3d_msgs.srv import Interactive, OpenVocab, Refer, SaveMap, Segment
+
+from uniseg3d_ros.markers import build_markers, to_marker_array
+from uniseg3d_ros.results import QueryResult
+
+
+def instance_msgs(result: QueryResult) -> list[InstanceResult]:
+    out = []
+    for inst in result.instances:
+        m = InstanceResult(
+            id=int(inst.id),
+            class_id=int(inst.class_id),
+            label=inst.label,
+            score=float(inst.score),
+            point_count=int(inst.point_count),
+        )
+        m.centroid = Point(**dict(zip("xyz", map(float, inst.centroid))))
+        m.bbox_min = Point(**dict(zip("xyz", map(float, inst.bbox_min))))
+        m.bbox_max = Point(**dict(zip("xyz", map(float, inst.bbox_max))))
+        m.point_indices = array.array("I", inst.point_indices.astype(np.uint32).tobytes())
+        out.append(m)
+    return out
+
+
+class ServiceHandlers:
+    """Service handlers mixed into the node class."""
+
+    def _guard(self, srv_type: Any, handler: Any) -> Any:
+        """Wrap a handler: count the call, turn unexpected exceptions into success=false (never crash)."""
+        name = srv_type.__name__
+
+        def call(request: Any, response: Any) -> Any:
+            self.count(f"srv_{name}")
+            try:
+                response = handler(request, response)
+            except Exception as exc:  # noqa: BLE001 - a service must answer, whatever happened
+                self.count("srv_errors")
+                self.warn_once(f"srv_error:{name}:{type(exc).__name__}", f"{name} failed: {exc!r}")
+                response.success, response.message = False, f"internal error: {type(exc).__name__}: {exc}"
+            if not response.success:
+                self.count(f"srv_{name}_failed")
+            return response
+
+        return call
+
+    def _snapshot(self) -> Any:
+        with self.map_lock:
+            return self.map.snapshot()
+
+    def _query(self, response: Any, run: Any) -> QueryResult | None:
+        if self.engine is None:
+            response.success, response.message = False, self.engine_error or "model not loaded"
+            return None
+        result: QueryResult = run(self.engine, self._snapshot())
+        response.success, response.message = result.success, result.message
+        response.header = self._header()
+        response.latency_ms = float(result.latency_ms)
+        if result.success:
+            response.instances = instance_msgs(result)
+        return result
+
+    def _srv_segment(self, req: Segment.Request, resp: Segment.Response) -> Segment.Response:
+        result = self._query(resp, lambda e, s: e.segment(s, float(req.score_threshold)))
+        if result is not None and result.success:
+            resp.class_names = list(result.class_names)
+            resp.num_points = len(result.points)
+            if req.publish:
+                self.publish_result(result)
+            if req.return_cloud:
+                resp.segmented_cloud = self._segmented(result)
+        return resp
+
+    def _srv_refer(self, req: Refer.Request, resp: Refer.Response) -> Refer.Response:
+        result = self._query(resp, lambda e, s: e.refer(s, req.text, int(req.top_k)))
+        if result is not None and result.success:
+            self.publish_result(result)
+        return resp
+
+    def _srv_open_vocab(self, req: OpenVocab.Request, resp: OpenVocab.Response) -> OpenVocab.Response:
+        result = self._query(
+            resp, lambda e, s: e.open_vocab(s, list(req.class_names), float(req.score_threshold))
+        )
+        if result is not None and result.success:
+            self.publish_result(result)
+        return resp
+
+    def _srv_interactive(self, req: Interactive.Request, resp: Interactive.Response) -> Interactive.Response:
+        clicks = np.array([[c.x, c.y, c.z] for c in req.clicks], dtype=np.float64).reshape(-1, 3)
+        result = self._query(resp, lambda e, s: e.interactive(s, clicks, float(req.max_click_distance)))
+        if result is not None and result.success:
+            self.publish_result(result)
+        return resp
+
+    def _srv_save_map(self, req: SaveMap.Request, resp: SaveMap.Response) -> SaveMap.Response:
+        if not req.path.strip():
+            resp.success, resp.message = False, "path is empty: give a .ply or .npz file name"
+            return resp
+        path = Path(req.path).expanduser().resolve()
+        if path.suffix.lower() not in (".ply", ".npz"):
+            resp.success, resp.message = False, f"path must end in .ply or .npz, got {req.path!r}"
+            return resp
+        with self.map_lock:
+            n = len(self.map)
+            if n == 0:
+                resp.success, resp.message = False, "map is empty: nothing to save"
+                return resp
+            try:
+                self.map.save(str(path))
+            except OSError as exc:
+                resp.success, resp.message = False, f"cannot write {path}: {exc}"
+                return resp
+        resp.success, resp.message, resp.path, resp.num_voxels = True, f"saved {n} voxels", str(path), n
+        return resp
+
+    def _srv_clear_map(self, req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
+        with self.map_lock:
+            n = len(self.map)
+            self.map.clear()
+        with self._sensor_lock:
+            self.sync.clear()
+            self.waiting.clear()
+        if self.engine is not None:
+            self.engine.invalidate()
+        self.pub_markers.publish(to_marker_array(build_markers([], np.zeros((0, 3))), self.p.fixed_frame))
+        resp.success, resp.message = True, f"cleared {n} voxels"
+        return resp
+
+    def _auto_segment(self) -> None:
+        if self.engine is None:
+            return
+        snap = self._snapshot()
+        if len(snap.points) == 0:
+            return
+        result = self.engine.segment(snap)
+        if result.success:
+            self.publish_result(result)
+        else:
+            self.warn_once("auto_segment", f"auto segment failed: {result.message}")
