@@ -154,7 +154,7 @@ class Demo:
         t = time.perf_counter()
         planner.spin_until(lambda: planner.stats_count > 0, self.args.timeout, "the node to start (~/stats)")
         log = node.output()
-        untrained = "NO CHECKPOINT" in log
+        untrained = "NO CHECKPOINT" in log or _default_text_encoder(self.args.checkpoint) == "minilm"
         loaded = [
             ln.split("loaded checkpoint", 1)[1].strip()
             for ln in log.splitlines()
@@ -255,7 +255,7 @@ class Demo:
 
 def _default_text_encoder(checkpoint: str) -> str:
     """'' (the node keeps the checkpoint's text encoder) when a checkpoint will be loaded, else
-    'minilm' (the untrained model needs one)."""
+    'minilm' (the untrained model needs one; the node then runs random weights)."""
     from uniseg3d_ros.engine import RANDOM_MODEL, default_checkpoint
 
     if checkpoint == RANDOM_MODEL:
