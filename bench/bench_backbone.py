@@ -195,7 +195,9 @@ def spconv_input(coords: torch.Tensor, feats: torch.Tensor):
     # same coarse cells as ours (shifting by the minimum would change the grid phase and with it
     # the number of coarse voxels, which is not a like-for-like comparison)
     c[:, 1:] -= torch.div(c[:, 1:].min(0).values, 16, rounding_mode="floor") * 16
-    shape = (c[:, 1:].max(0).values + 1).tolist()
+    # spatial shape rounded up to a multiple of 16: spconv's strided convs drop border voxels of
+    # a grid whose size is not divisible by the stride (a wall on the last row would vanish)
+    shape = ((c[:, 1:].max(0).values // 16 + 1) * 16).tolist()
     return sp.SparseConvTensor(feats, c.contiguous(), shape, int(c[:, 0].max()) + 1)
 
 
