@@ -58,7 +58,8 @@ class DecoderLayer(nn.Module):
         h = self.cross_attn.num_heads
         k = F.linear(sources, w[d : 2 * d], b[d : 2 * d])
         v = F.linear(sources, w[2 * d :], b[2 * d :])
-        return k.view(-1, h, d // h).transpose(0, 1), v.view(-1, h, d // h).transpose(0, 1)
+        k = k.view(-1, h, d // h).transpose(0, 1).contiguous()
+        return k, v.view(-1, h, d // h).transpose(0, 1).contiguous()
 
     def forward(
         self,
