@@ -95,15 +95,17 @@ def test_pose_buffer_rejects_bad_pose():
 
 
 def test_resolver_identity_accepts_fixed_frame_and_flags_others():
-    res = PoseResolver(fixed_frame="map")
+    res = PoseResolver(fixed_frame="map", source="identity")
     assert res.active_source() == "identity"
     np.testing.assert_array_equal(res.resolve("map", 0.0).pose, np.eye(4))
     bad = res.resolve("camera", 0.0)
     assert bad.pose is None and bad.cause == "unknown_frame" and "camera" in bad.reason
 
 
-def test_resolver_uses_topic_poses_once_they_arrive():
+def test_resolver_auto_without_tf_uses_topic_poses():
     res = PoseResolver(fixed_frame="map", buffer=PoseBuffer(tolerance=0.02), sensor_frame="camera")
+    assert res.active_source() == "topic"
+    assert res.resolve("camera", 10.0).cause == "no_pose"  # none yet: may still arrive
     pose = pose_to_matrix([0, 0, 1], [0, 0, 0, 1])
     res.buffer.add(10.0, pose)
     assert res.active_source() == "topic"

@@ -83,6 +83,7 @@ class NodeHarness:
     def __init__(self, ctx, server):
         import rclpy
         from geometry_msgs.msg import PoseStamped
+        from nav_msgs.msg import Odometry
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import PointCloud2
         from std_msgs.msg import String
@@ -96,6 +97,7 @@ class NodeHarness:
         )
         self.cloud_pub = self.node.create_publisher(PointCloud2, f"{NODE}/cloud", qos)
         self.pose_pub = self.node.create_publisher(PoseStamped, f"{NODE}/pose", qos)
+        self.odom_pub = self.node.create_publisher(Odometry, f"{NODE}/odom", qos)
         self.stats: dict = {}
         self.markers: list = []
         self.segmented: list = []
@@ -135,7 +137,8 @@ class NodeHarness:
             now = self.node.get_clock().now().nanoseconds * 1e-9
             if now - last[0] > period:
                 msg = make_msg()
-                (self.pose_pub if type(msg).__name__ == "PoseStamped" else self.cloud_pub).publish(msg)
+                pubs = {"PoseStamped": self.pose_pub, "Odometry": self.odom_pub}
+                pubs.get(type(msg).__name__, self.cloud_pub).publish(msg)
                 last[0] = now
             return False
 
@@ -466,7 +469,7 @@ def test_30hz_cloud_burst_during_inference_keeps_flowing_and_memory_bounded(ros,
 
 @pytest.mark.ros
 def test_cloud_arriving_before_its_pose_waits_for_it(ros, room):
-    from geometry_msgs.msg import PoseStamped
+    from nav_msgs.msg import Odometry
     from sensor_msgs.msg import PointCloud2
 
     from uniseg3d_ros.frames import stamp_msg
@@ -481,9 +484,9 @@ def test_cloud_arriving_before_its_pose_waits_for_it(ros, room):
     assert ros.stats["clouds_integrated"] == base
 
     def pose_msg():
-        m = PoseStamped()
+        m = Odometry(child_frame_id="camera")  # this time the pose comes as odometry
         m.header.frame_id, m.header.stamp = "map", stamp_msg(50.0)
-        m.pose.position.z, m.pose.orientation.w = 1.0, 1.0
+        m.pose.pose.position.z, m.pose.pose.orientation.w = 1.0, 1.0
         return m
 
     ros.publish_until(

@@ -216,9 +216,11 @@ def test_bag_without_supported_topics_raises(tmp_path):
 @pytest.mark.ros
 def test_replayed_sequence_and_bag_build_the_nodes_map(sequence, tmp_path):
     import rclpy
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import String
     from std_srvs.srv import Trigger
+    from visualization_msgs.msg import MarkerArray
 
     from uniseg3d_ros.pointcloud2 import cloud_to_arrays
 
@@ -233,6 +235,7 @@ def test_replayed_sequence_and_bag_build_the_nodes_map(sequence, tmp_path):
         "depth_stride": 1,
         "queue_depth": 20,
         "sync_buffer": 30,
+        "auto_segment_period": 1.0,
     }
     with rosutil.ros_domain() as domain, rosutil.ros_context(domain) as ctx:
         env = rosutil.ros_env(domain)
@@ -246,6 +249,11 @@ def test_replayed_sequence_and_bag_build_the_nodes_map(sequence, tmp_path):
                 String, "/uniseg3d_node/stats", lambda m: stats.__setitem__(0, json.loads(m.data)), 10
             )
             probe.create_subscription(PointCloud2, "/uniseg3d_node/map_cloud", clouds.append, 1)
+            markers = []
+            latched = QoSProfile(
+                depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+            )
+            probe.create_subscription(MarkerArray, "/uniseg3d_node/markers", markers.append, latched)
             clear = probe.create_client(Trigger, "/uniseg3d_node/clear_map")
             rosutil.wait_for_service(probe, clear, 60.0, [node_proc])
 
@@ -276,6 +284,10 @@ def test_replayed_sequence_and_bag_build_the_nodes_map(sequence, tmp_path):
             pts, _ = cloud_to_arrays(clouds[-1])
             np.testing.assert_allclose(pts[:, 0], WALL_X, atol=0.011)  # the wall, at its place in the map
             assert pts[:, 1].max() > 0.1 * (N_FRAMES - 2)  # the camera's sideways sweep widened it
+
+            # auto_segment_period: the node segments the map by itself and publishes markers
+            rosutil.spin_until(probe, lambda: bool(markers), 30.0, "auto-segment markers", [node_proc])
+            assert markers[-1].markers[0].action == markers[-1].markers[0].DELETEALL
 
             # 2) the same frames pre-fused into map-frame PointCloud2 (--cloud)
             base = stats[0].get("clouds_integrated", 0)

@@ -182,7 +182,7 @@ class PoseResolver:
     """Decides the pose of a message stamped ``stamp`` in ``frame_id``.
 
     ``source``: 'auto' | 'tf' | 'topic' | 'identity'. 'auto' uses ``tf_lookup`` when given
-    (tf2_ros importable), else the pose buffer once a pose arrived, else identity.
+    (tf2_ros importable), else the pose buffer (fed by pose/odom topics).
     Messages already in ``fixed_frame`` always get the identity. With topic poses,
     ``sensor_frame`` (if not empty) is the only other frame accepted.
     """
@@ -206,9 +206,7 @@ class PoseResolver:
     def active_source(self) -> str:
         if self.source != "auto":
             return self.source
-        if self.tf_lookup is not None:
-            return "tf"
-        return "topic" if len(self.buffer) else "identity"
+        return "tf" if self.tf_lookup is not None else "topic"
 
     def resolve(self, frame_id: str, stamp: float) -> PoseResult:
         frame = frame_id.lstrip("/")

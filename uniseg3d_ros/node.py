@@ -53,6 +53,23 @@ from uniseg3d_ros.rgbd_sync import RGBDSynchronizer, SyncedFrame, image_to_array
 from uniseg3d_ros.scene_map import SceneMap
 
 NODE_NAME = "uniseg3d_node"
+#: counters always present in ~/stats (others appear when first counted)
+COUNTERS = (
+    "clouds",
+    "clouds_integrated",
+    "depth_msgs",
+    "color_msgs",
+    "info_msgs",
+    "rgbd_integrated",
+    "poses",
+    "malformed_cloud",
+    "malformed_rgbd",
+    "malformed_pose",
+    "unknown_frame",
+    "no_pose",
+    "pose_wrong_frame",
+    "srv_errors",
+)
 
 
 class UniSeg3DNode(ServiceHandlers, Node):
@@ -60,7 +77,7 @@ class UniSeg3DNode(ServiceHandlers, Node):
         super().__init__(NODE_NAME, **kwargs)
         self.p = params_mod.declare(self)
         p = self.p
-        self.counters: Counter[str] = Counter()
+        self.counters: Counter[str] = Counter({k: 0 for k in COUNTERS})
         self._count_lock = threading.Lock()
         self._warned: set[str] = set()
         self.map = SceneMap(

@@ -77,7 +77,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "pose_source",
         "auto",
-        "auto: tf2 when installed, else pose/odom topics, else identity; or force one.",
+        "auto: tf2 when installed, else pose/odom topics; or force tf, topic or identity.",
         choices=POSE_SOURCES,
     ),
     ParameterSpec("sensor_frame", "", "With topic poses: the only sensor frame accepted ('' = any)."),
