@@ -301,3 +301,59 @@ def test_replayed_sequence_and_bag_build_the_nodes_map(sequence, tmp_path):
             settled("rgbd_integrated", before.get("rgbd_integrated", 0) + 2)
             settled("clouds_integrated", before.get("clouds_integrated", 0) + 2)
             probe.destroy_node()
+
+
+def test_tf_tree_composes_chains_between_connected_frames():
+    from uniseg3d_ros.frames import pose_to_matrix
+    from uniseg3d_ros.replay import TfTree
+
+    tree = TfTree()
+    a = pose_to_matrix([1, 0, 0], [0, 0, 0.3826834, 0.9238795])
+    b = pose_to_matrix([0, 2, 0.5], [0.1, 0.2, 0.0, 0.97])
+    tree.set("map", "odom", a)
+    tree.set("/odom", "base", b)
+    tree.set("map", "marker", np.eye(4))
+    np.testing.assert_allclose(tree.lookup("map", "base"), a @ b, atol=1e-12)
+    np.testing.assert_allclose(tree.lookup("base", "map"), np.linalg.inv(a @ b), atol=1e-12)
+    np.testing.assert_allclose(tree.lookup("marker", "base"), a @ b, atol=1e-12)
+    assert tree.lookup("map", "lidar") is None
+
+
+def test_bag_poses_from_tf_and_tf_static(tmp_path):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+    from rosbags.typesys import Stores, get_typestore
+
+    from uniseg3d_ros.frames import matrix_to_pose, pose_to_matrix
+
+    ts = get_typestore(Stores.ROS2_KILTED)
+    T = ts.types
+
+    def tf_msg(parent, child, matrix, t):
+        pos, q = matrix_to_pose(matrix)
+        header = T["std_msgs/msg/Header"](
+            stamp=T["builtin_interfaces/msg/Time"](sec=int(t), nanosec=0), frame_id=parent
+        )
+        tr = T["geometry_msgs/msg/Transform"](
+            translation=T["geometry_msgs/msg/Vector3"](x=pos[0], y=pos[1], z=pos[2]),
+            rotation=T["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]),
+        )
+        stamped = T["geometry_msgs/msg/TransformStamped"](header=header, child_frame_id=child, transform=tr)
+        return T["tf2_msgs/msg/TFMessage"](transforms=[stamped])
+
+    map_odom = pose_to_matrix([1.0, 0.0, 0.0], [0, 0, 0, 1])
+    base_cam = camera_pose(0)  # static mount: the optical frame 1 m up, looking forward
+    with Writer(tmp_path / "tfbag", version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        static = writer.add_connection("/tf_static", "tf2_msgs/msg/TFMessage", typestore=ts)
+        dynamic = writer.add_connection("/tf", "tf2_msgs/msg/TFMessage", typestore=ts)
+        for msg in (tf_msg("map", "odom", map_odom, 0), tf_msg("base", "cam", base_cam, 0)):
+            writer.write(static, 0, ts.serialize_cdr(msg, "tf2_msgs/msg/TFMessage"))
+        for k in range(3):
+            odom_base = pose_to_matrix([0.5 * k, 0.0, 0.0], [0, 0, 0, 1])
+            msg = tf_msg("odom", "base", odom_base, k + 1)
+            writer.write(dynamic, (k + 1) * 10**9, ts.serialize_cdr(msg, "tf2_msgs/msg/TFMessage"))
+    assert bag_kinds(tmp_path / "tfbag") == () and bag_kinds(tmp_path / "tfbag", tf_frame="cam") == ("pose",)
+    poses = list(bag_events(tmp_path / "tfbag", tf_frame="cam", fixed_frame="map"))
+    assert [p.stamp for p in poses] == [1.0, 2.0, 3.0] and all(p.frame_id == "map" for p in poses)
+    for k, ev in enumerate(poses):
+        np.testing.assert_allclose(ev.data[:3, 3], [1.0 + 0.5 * k, 0.0, 1.0], atol=1e-9)
+        np.testing.assert_allclose(ev.data[:3, :3], R_MAP_OPTICAL, atol=1e-9)

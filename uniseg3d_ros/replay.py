@@ -5,7 +5,8 @@ Sources:
   :class:`uniseg3d_model.data.rgbd_sequence.RGBDSequence` format);
 - a ROS 2 bag (``.mcap`` or sqlite3 ``.db3`` file, or a bag directory with ``metadata.yaml``),
   read with the ``rosbags`` package: sensor_msgs/Image (16UC1/32FC1 depth, rgb8/bgr8 color),
-  CameraInfo, PointCloud2, geometry_msgs/PoseStamped and nav_msgs/Odometry.
+  CameraInfo, PointCloud2, geometry_msgs/PoseStamped and nav_msgs/Odometry, or poses of one frame
+  from /tf + /tf_static (``--tf-frame``).
 
 Published (default topic names are the node's private inputs, ``/<node>/<name>``): depth
 (16UC1 or 32FC1), color (rgb8), camera_info, pose (PoseStamped in the fixed frame) and
@@ -29,7 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from uniseg3d_ros.frames import PoseBuffer, msg_pose_to_matrix, stamp_to_sec, transform_points
+from uniseg3d_ros.frames import (
+    PoseBuffer,
+    msg_pose_to_matrix,
+    msg_transform_to_matrix,
+    stamp_to_sec,
+    transform_points,
+)
 from uniseg3d_ros.rgbd_sync import RGBDSynchronizer, image_to_array
 
 KINDS = ("depth", "color", "info", "pose", "cloud")
@@ -79,17 +86,22 @@ _BAG_KINDS = {
 }
 
 
-def bag_kinds(path: str | Path, topics: Iterable[str] = ()) -> tuple[str, ...]:
-    """Event kinds a bag can produce (from its connections; images count as depth and color)."""
+_TF_TYPE = "tf2_msgs/msg/TFMessage"
+
+
+def bag_kinds(path: str | Path, topics: Iterable[str] = (), tf_frame: str = "") -> tuple[str, ...]:
+    """Event kinds a bag can produce (from its connections; images count as depth and color;
+    /tf gives poses when ``tf_frame`` is set)."""
     from rosbags.highlevel import AnyReader
 
     wanted = set(topics)
+    kinds_of = {**_BAG_KINDS, **({_TF_TYPE: ("pose",)} if tf_frame else {})}
     with AnyReader([Path(path)]) as reader:
         kinds = {
             k
             for c in reader.connections
             if not wanted or c.topic in wanted
-            for k in _BAG_KINDS.get(c.msgtype, ())
+            for k in kinds_of.get(c.msgtype, ())
         }
     return tuple(k for k in KINDS if k in kinds)
 
@@ -98,13 +110,47 @@ def _classify_image(msg: Any) -> str:
     return "depth" if str(msg.encoding) in ("16UC1", "mono16", "32FC1") else "color"
 
 
-def bag_events(path: str | Path, topics: Iterable[str] = (), max_frames: int = 0) -> Iterator[Event]:
+class TfTree:
+    """Latest transform per (parent -> child) edge, as in a /tf + /tf_static stream; looks up the
+    transform between any two connected frames (no time interpolation)."""
+
+    def __init__(self) -> None:
+        self._parent: dict[str, tuple[str, np.ndarray]] = {}  # child -> (parent, T_parent_child)
+
+    def set(self, parent: str, child: str, transform: np.ndarray) -> None:
+        self._parent[child.lstrip("/")] = (parent.lstrip("/"), np.asarray(transform, dtype=np.float64))
+
+    def _to_root(self, frame: str) -> tuple[str, np.ndarray]:
+        T, seen = np.eye(4), set()
+        while frame in self._parent and frame not in seen:
+            seen.add(frame)
+            parent, T_pc = self._parent[frame]
+            T, frame = T_pc @ T, parent
+        return frame, T
+
+    def lookup(self, target: str, source: str) -> np.ndarray | None:
+        """T_target_source (4, 4), or None when the frames are not connected."""
+        root_s, T_rs = self._to_root(source.lstrip("/"))
+        root_t, T_rt = self._to_root(target.lstrip("/"))
+        return np.linalg.inv(T_rt) @ T_rs if root_s == root_t else None
+
+
+def bag_events(
+    path: str | Path,
+    topics: Iterable[str] = (),
+    max_frames: int = 0,
+    tf_frame: str = "",
+    fixed_frame: str = "map",
+) -> Iterator[Event]:
     """Events from a ROS 2 bag (mcap or sqlite3) in recorded order. ``topics`` limits the topics
-    read (all supported ones by default). Stamps are the messages' header stamps."""
+    read (all supported ones by default). Stamps are the messages' header stamps. With
+    ``tf_frame``, /tf and /tf_static are read too and every /tf message that connects
+    ``fixed_frame`` to ``tf_frame`` yields a pose event of ``tf_frame`` in ``fixed_frame``."""
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
-    supported = set(_BAG_KINDS)
+    supported = set(_BAG_KINDS) | ({_TF_TYPE} if tf_frame else set())
+    tree = TfTree()
     p = Path(path)
     with AnyReader([p], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
         wanted = set(topics)
@@ -117,6 +163,14 @@ def bag_events(path: str | Path, topics: Iterable[str] = (), max_frames: int = 0
         depth_seen = 0
         for conn, _t, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
+            if conn.msgtype == _TF_TYPE:
+                for tf in msg.transforms:
+                    tree.set(tf.header.frame_id, tf.child_frame_id, msg_transform_to_matrix(tf.transform))
+                pose = tree.lookup(fixed_frame, tf_frame)
+                if pose is not None and conn.topic != "/tf_static" and msg.transforms:
+                    stamp = max(stamp_to_sec(tf.header.stamp) for tf in msg.transforms)
+                    yield Event(stamp, "pose", pose, fixed_frame)
+                continue
             stamp, frame = stamp_to_sec(msg.header.stamp), msg.header.frame_id
             kind = conn.msgtype.split("/")[-1]
             if kind == "Image":
@@ -282,6 +336,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--fixed-frame", default="map")
     ap.add_argument("--camera-frame", default="camera", help="frame_id of images from a sequence")
+    ap.add_argument(
+        "--tf-frame",
+        default="",
+        help="bags: publish the pose of this frame in --fixed-frame from /tf + /tf_static",
+    )
     ap.add_argument("--topics", nargs="*", default=(), help="bag topics to read (default: all supported)")
     ap.add_argument("--stride", type=int, default=2, help="depth pixel stride for --cloud")
     ap.add_argument("--max-frames", type=int, default=0, help="stop after this many frames (0 = all)")
@@ -304,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         events: Iterable[Event] = sequence_events(src, args.fixed_frame, args.camera_frame, args.max_frames)
         kinds = SEQUENCE_KINDS
     elif src.exists():
-        events = bag_events(src, args.topics, args.max_frames)
-        kinds = bag_kinds(src, args.topics)
+        events = bag_events(src, args.topics, args.max_frames, args.tf_frame, args.fixed_frame)
+        kinds = bag_kinds(src, args.topics, args.tf_frame)
     else:
         raise SystemExit(f"uniseg3d_replay: source {src} does not exist")
     if args.cloud:
