@@ -227,3 +227,22 @@ def test_pooling_matches_dense_pooling() -> None:
 def test_batch_coords_prepends_batch_index() -> None:
     c = batch_coords([torch.zeros(2, 3, dtype=torch.int32), torch.ones(3, 3, dtype=torch.int32)])
     assert c.shape == (5, 4) and c[:, 0].tolist() == [0, 0, 1, 1, 1]
+
+
+def test_chunked_gather_gemm_scatter_matches_unchunked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offsets with more pairs than a chunk are processed in several steps: same values and
+    gradients as one step."""
+    from uniseg3d_model.sparse import functional
+
+    coords, feats = random_grid(seed=13, occupancy=0.6)
+    conv = SparseConv3d(3, 4, kernel_size=3).double()
+    x = feats.clone().requires_grad_(True)
+    y = conv(SparseTensor(coords, x)).feats
+    ref = torch.autograd.grad(y.square().sum(), (x, conv.kernel))
+    monkeypatch.setattr(functional, "CPU_CHUNK_ROWS", 7)
+    x2 = feats.clone().requires_grad_(True)
+    y2 = conv(SparseTensor(coords, x2)).feats
+    got = torch.autograd.grad(y2.square().sum(), (x2, conv.kernel))
+    torch.testing.assert_close(y2, y)
+    torch.testing.assert_close(got[0], ref[0])
+    torch.testing.assert_close(got[1], ref[1])
