@@ -22,6 +22,9 @@ setup(
         include=["uniseg3d_ros", "uniseg3d_ros.*", "uniseg3d_model", "uniseg3d_model.*"],
         exclude=["tests", "tests.*"],
     ),
+    # the shipped default model, loaded by the node and the demo when no checkpoint is given
+    package_data={"uniseg3d_model": ["weights/*.pt", "weights/*.json"]},
+    include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
