@@ -1,5 +1,9 @@
 """MinkowskiEngine backend (imported only when ``MinkowskiEngine`` imports).
 
+Status: written against the ME 0.5.4 API but not executed here (ME could not be built within the
+time box on the 2-core CPU machine); tests/test_backbone.py compares both backends on shared
+weights automatically wherever ME imports.
+
 The layers are ME's own classes, which create exactly the parameters of :mod:`.nn`
 (``kernel (K, C_in, C_out)`` or ``(C_in, C_out)`` for 1x1x1 stride 1, ``bias (1, C_out)``,
 ``bn.*``); only construction is wrapped so both backends share one signature.
@@ -18,6 +22,7 @@ from uniseg3d_model.sparse.tensor import SparseTensor
 @lru_cache(maxsize=1)
 def minkowski_backend() -> Backend:
     import MinkowskiEngine as ME
+    import MinkowskiEngine.MinkowskiFunctional as MEF
 
     def conv3d(in_channels, out_channels, kernel_size=3, stride=1, dilation=1, bias=False):
         return ME.MinkowskiConvolution(
@@ -66,7 +71,7 @@ def minkowski_backend() -> Backend:
         Conv3d=conv3d,
         ConvTranspose3d=conv_transpose3d,
         BatchNorm=batch_norm,
-        relu=ME.MinkowskiFunctional.relu,
+        relu=MEF.relu,
         cat=ME.cat,
         to_native=to_native,
         from_native=from_native,
