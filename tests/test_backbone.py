@@ -205,3 +205,16 @@ def test_minkowski_and_torch_backends_agree_on_shared_weights() -> None:
     a = run(ref, coords[perm], col[perm]).feats
     b = run(me, coords[perm], col[perm]).feats
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_forward_matches_cpu(net: MinkUNet) -> None:
+    c, col = room_scene(8)
+    coords = batch_coords([c])
+    ref = run(net, coords, col).feats
+    gpu = MinkUNet(net.cfg).eval()
+    gpu.load_state_dict(net.state_dict())
+    gpu = gpu.cuda()
+    out = run(gpu, coords.cuda(), col.cuda())
+    assert out.feats.device.type == "cuda" and torch.equal(out.coords.cpu(), coords)
+    torch.testing.assert_close(out.feats.cpu(), ref, atol=1e-4, rtol=1e-3)
