@@ -246,3 +246,17 @@ def test_chunked_gather_gemm_scatter_matches_unchunked(monkeypatch: pytest.Monke
     torch.testing.assert_close(y2, y)
     torch.testing.assert_close(got[0], ref[0])
     torch.testing.assert_close(got[1], ref[1])
+
+
+def test_batch_norm_train_mode_normalizes_and_survives_single_row() -> None:
+    from uniseg3d_model.sparse import SparseBatchNorm
+
+    bn = SparseBatchNorm(3).double().train()
+    coords, feats = random_grid(seed=17)
+    y = bn(SparseTensor(coords, feats * 3 + 1)).feats
+    torch.testing.assert_close(y.mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-6, rtol=0)
+    one = bn(SparseTensor(coords[:1], feats[:1])).feats  # running statistics, no error
+    assert one.shape == (1, 3) and torch.isfinite(one).all()
+    bn.eval()
+    expected = (feats[:1] - bn.bn.running_mean) / torch.sqrt(bn.bn.running_var + bn.bn.eps)
+    torch.testing.assert_close(bn(SparseTensor(coords[:1], feats[:1])).feats, expected)

@@ -154,7 +154,10 @@ class SparseBatchNorm(nn.Module):
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         bn = self.bn
-        if bn.training or not bn.track_running_stats or bn.running_mean is None:
+        has_stats = bn.track_running_stats and bn.running_mean is not None
+        # a training batch with a single row (e.g. the coarsest level of a tiny scene) has no
+        # batch statistics; normalize it with the running statistics instead of failing
+        if (bn.training and x.feats.shape[0] > 1) or not has_stats:
             return x.replace_feats(bn(x.feats))
         # inference: one fused multiply-add (BatchNorm1d's (N, C) CPU kernel is several times slower)
         scale = torch.rsqrt(bn.running_var + bn.eps)
