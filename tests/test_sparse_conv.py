@@ -260,3 +260,20 @@ def test_batch_norm_train_mode_normalizes_and_survives_single_row() -> None:
     bn.eval()
     expected = (feats[:1] - bn.bn.running_mean) / torch.sqrt(bn.bn.running_var + bn.bn.eps)
     torch.testing.assert_close(bn(SparseTensor(coords[:1], feats[:1])).feats, expected)
+
+
+def test_strided_map_search_path_equals_direct_path() -> None:
+    """k2/s2 maps are computed directly from coordinates; when the coarse coordinates were
+    registered by another route (stride 1 -> 4 first), the searched map must give the same result."""
+    coords, feats = random_grid(seed=19, cin=2)
+    to2 = SparseConv3d(2, 2, kernel_size=2, stride=2).double()
+    down = SparseConv3d(2, 3, kernel_size=2, stride=2).double()
+    direct = down(to2(SparseTensor(coords, feats)))
+    x = SparseTensor(coords, feats)
+    SparseConv3d(2, 2, kernel_size=4, stride=4).double()(x)  # registers stride-4 coordinates first
+    searched = down(to2(x))
+    assert ("inverse", 2, 4) not in x.cache.maps
+    order_a = torch.argsort(pack_coords(direct.coords))
+    order_b = torch.argsort(pack_coords(searched.coords))
+    assert torch.equal(direct.coords[order_a], searched.coords[order_b])
+    torch.testing.assert_close(direct.feats[order_a], searched.feats[order_b])
