@@ -2,7 +2,7 @@
 decoder pass per query against the cached encoding.
 
 Usage: python bench/bench_model.py [--sizes 25000 50000 100000] [--configs small paper]
-                                   [--repeats 5] [--threads 2] [--text-encoder minilm]
+                                   [--repeats 5] [--threads 1] [--text-encoder minilm]
 
 Scenes are synthetic rooms (floor, wall, four boxes) with superpoints from
 ``superpoints.segment_points`` (or a grid with ``--grid``, to get ScanNet-like superpoint
@@ -13,6 +13,7 @@ Prints medians (and minima, the uncontended estimate on a shared machine) in mil
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -44,6 +45,9 @@ def scene_of_size(n: int, grid: float = 0.0) -> SceneSample:
     return SceneSample(points=room.points, colors=room.colors, superpoints=sp, scene_id=f"room{n}")
 
 
+_FRESH = itertools.count()  # never-seen sentences, so the text encoder's cache cannot answer
+
+
 def timed_ms(fn, repeats: int) -> tuple[float, float]:
     """(median, min) wall time of ``fn`` in ms over ``repeats`` calls after one warm-up."""
     fn()
@@ -64,11 +68,10 @@ def bench(model: UniSeg3D, scene: SceneSample, repeats: int) -> dict[str, tuple[
         click = SceneSample(
             scene.points, scene.colors, scene.superpoints, clicks=np.asarray(scene.points[:1])
         )
-        counter = iter(range(10**9))
 
         def new_sentence():
             fresh = SceneSample(
-                scene.points, scene.colors, scene.superpoints, texts=[f"chair number {next(counter)}"]
+                scene.points, scene.colors, scene.superpoints, texts=[f"chair number {next(_FRESH)}"]
             )
             out = model.decode(enc, [fresh], unified=False)[0]
             postprocess.referring(out, fresh)
@@ -99,7 +102,7 @@ def main() -> None:
     ap.add_argument("--sizes", type=int, nargs="+", default=[25_000, 50_000, 100_000])
     ap.add_argument("--configs", nargs="+", default=["small", "paper"], choices=["small", "paper"])
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: steadiest on a shared host)")
     ap.add_argument("--text-encoder", default="minilm")
     ap.add_argument("--grid", type=float, default=0.0, help="grid superpoint size (m); 0: segment_points")
     args = ap.parse_args()
