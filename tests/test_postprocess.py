@@ -130,3 +130,18 @@ def test_point_count_mismatch_raises():
     other = SceneSample(rng.random((5, 3)), rng.random((5, 3)), np.zeros(5, np.int64))
     with pytest.raises(ValueError, match="points"):
         postprocess.semantic(out, other)
+
+
+def test_matrix_nms_decays_overlapping_masks_instead_of_dropping_them():
+    out = _output([([4, 5], 3), ([3, 4, 5], 3), ([3], 2)], scores=[BIG, BIG, BIG])
+    out.layers[0].class_logits[1, 4] = BIG  # the overlapping table is only 50 % "table"
+    pred = postprocess.instances(out, _scene(), min_points=1, score_threshold=0.01, nms="matrix")
+    assert sorted(pred.labels) == ["chair", "table", "table"]  # nothing dropped
+    big = _points_of([3, 4, 5])
+    decayed = [s for s, m in zip(pred.scores, pred.masks) if (m == big).all()]
+    best = [s for s, m in zip(pred.scores, pred.masks) if (m == _points_of([4, 5])).all()]
+    # IoU 4/6 with the better table -> linear decay 1 - 2/3
+    assert best[0] > 0.99 and decayed[0] == pytest.approx(0.5 / 3, rel=1e-3)
+    assert pred.scores[pred.labels.index("chair")] > 0.99  # other class: no decay
+    with pytest.raises(ValueError, match="nms"):
+        postprocess.instances(out, _scene(), nms="soft")

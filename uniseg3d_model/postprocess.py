@@ -86,6 +86,26 @@ def mask_nms(
     return order[keep]
 
 
+def matrix_nms_decay(
+    masks: torch.Tensor, classes: torch.Tensor, scores: torch.Tensor, sizes: torch.Tensor
+) -> torch.Tensor:
+    """Matrix NMS (SOLOv2, linear kernel, class-aware) as UniSeg3D uses for AP: (M,) factors
+    in (0, 1] that decay each mask's score by its overlap with higher-scored masks of the same
+    class. masks (M, S) bool superpoint masks; IoU weighted by superpoint point counts."""
+    order = scores.argsort(descending=True)
+    m = masks[order].float()
+    inter = (m * sizes) @ m.t()
+    area = inter.diagonal()
+    iou = inter / (area[:, None] + area[None, :] - inter).clamp_min(1e-6)
+    same = classes[order][:, None] == classes[order][None, :]
+    iou = (iou * same).triu(diagonal=1)  # iou[i, j]: i scored above j
+    compensate = iou.max(dim=0).values  # how much each i is itself suppressed
+    decay = ((1 - iou) / (1 - compensate[:, None]).clamp_min(1e-6)).min(dim=0).values
+    out = torch.empty_like(decay)
+    out[order] = decay.clamp(max=1.0)
+    return out
+
+
 def _instances(
     pred: LayerPrediction,
     out: DecoderOutput,
@@ -97,7 +117,10 @@ def _instances(
     min_points: int,
     mask_threshold: float,
     use_score_head: bool,
+    nms: str,
 ) -> InstancePrediction:
+    if nms not in ("greedy", "matrix"):
+        raise ValueError(f"nms must be 'greedy' or 'matrix', got {nms!r}")
     sp = _check(out, scene)
     n = scene.num_points
     empty = InstancePrediction(np.zeros((0, n), bool), np.zeros(0, np.int64), np.zeros(0, np.float32), [])
@@ -117,9 +140,11 @@ def _instances(
         bin_masks = masks.sigmoid() > mask_threshold
         sizes = _superpoint_sizes(out)
         npts = bin_masks.float() @ sizes
+        if nms == "matrix" and len(scores):
+            scores = scores * matrix_nms_decay(bin_masks, cls, scores, sizes)
         keep = (scores > score_threshold) & (npts >= max(min_points, 1))
         bin_masks, cls, scores = bin_masks[keep], cls[keep], scores[keep]
-        if nms_iou is not None and len(scores):
+        if nms == "greedy" and nms_iou is not None and len(scores):
             order = mask_nms(bin_masks.cpu(), cls.cpu(), scores.cpu(), sizes.cpu(), nms_iou).to(scores.device)
         else:
             order = scores.argsort(descending=True)
@@ -148,11 +173,14 @@ def instances(
     mask_threshold: float = MASK_THRESHOLD,
     stuff_classes: tuple[str, ...] = STUFF_CLASSES,
     use_score_head: bool = False,
+    nms: str = "greedy",
 ) -> InstancePrediction:
     """Thing instances from the unified queries: score = class probability x mask score
     (x predicted IoU when ``use_score_head``), top-k over (query, class) pairs, score
-    threshold, at least ``min_points`` points, greedy class-aware mask NMS at ``nms_iou``
-    (None disables). Instances are sorted by descending score."""
+    threshold, at least ``min_points`` points, and class-aware mask NMS: ``nms="greedy"``
+    drops masks overlapping a better one by IoU > ``nms_iou`` (None disables);
+    ``nms="matrix"`` decays scores by overlap before the threshold (the paper's AP setting:
+    ``score_threshold=0.0, top_k=600, nms="matrix"``). Sorted by descending score."""
     stuff = set(_stuff_ids(out, stuff_classes))
     things = [i for i in range(len(out.vocabulary)) if i not in stuff]
     return _instances(
@@ -166,6 +194,7 @@ def instances(
         min_points,
         mask_threshold,
         use_score_head,
+        nms,
     )
 
 
@@ -177,9 +206,10 @@ def open_vocabulary(
     nms_iou: float | None = 0.5,
     min_points: int = 20,
     mask_threshold: float = MASK_THRESHOLD,
+    nms: str = "greedy",
 ) -> InstancePrediction:
     """Instances over every class of ``scene.vocabulary`` (the decoder's vocabulary), with
-    labels taken from those names."""
+    labels taken from those names; arguments as :func:`instances`."""
     vocab = tuple(scene.vocabulary) if scene.vocabulary is not None else out.vocabulary
     if vocab != out.vocabulary:
         raise ValueError(f"scene.vocabulary {list(vocab)} differs from the decoded vocabulary")
@@ -194,6 +224,7 @@ def open_vocabulary(
         min_points,
         mask_threshold,
         False,
+        nms,
     )
 
 
