@@ -182,3 +182,27 @@ def test_scene_without_instances_or_prompt_targets_still_gives_a_finite_loss(out
     loss, logs = UniSeg3DCriterion()(model([stuff_only]), [stuff_only])
     assert torch.isfinite(loss) and logs["click_bce"] == 0.0
     loss.backward()
+
+
+def test_training_with_a_larger_vocabulary_finds_stuff_by_name(outputs):
+    model, _, _ = outputs
+    vocab = ["lamp", *SCANNET20_CLASSES, "plant"]  # labels shift by one: remap them
+    room = make_room(seed=7, density=60.0)
+    shifted = dataclasses.replace(
+        room,
+        vocabulary=vocab,
+        semantic=np.where(room.semantic == IGNORE_INDEX, IGNORE_INDEX, room.semantic + 1),
+        instance_class=room.instance_class + 1,
+    )
+    (out,) = model([shifted])
+    assert out.final.class_logits.shape[1] == len(vocab) + 1
+    tg = build_targets(
+        shifted,
+        out.num_superpoints,
+        len(vocab),
+        [vocab.index("wall"), vocab.index("floor")],
+        torch.device("cpu"),
+    )
+    assert tg.labels.tolist()[-2:] == [vocab.index("wall"), vocab.index("floor")]
+    loss, logs = UniSeg3DCriterion()([out], [shifted])
+    assert torch.isfinite(loss) and logs["unified_cls"] > 0
