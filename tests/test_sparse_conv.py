@@ -277,3 +277,20 @@ def test_strided_map_search_path_equals_direct_path() -> None:
     order_b = torch.argsort(pack_coords(searched.coords))
     assert torch.equal(direct.coords[order_a], searched.coords[order_b])
     torch.testing.assert_close(direct.feats[order_a], searched.feats[order_b])
+
+
+def test_conv_runs_under_bf16_autocast_with_gradients():
+    """Mixed precision (the trainer's CUDA default, bf16) must not mix dtypes inside the conv."""
+    torch.manual_seed(0)
+    coords = torch.unique(torch.randint(0, 8, (200, 3)), dim=0).int()
+    coords = torch.cat([torch.zeros(len(coords), 1, dtype=torch.int32), coords], 1)
+    feats = torch.randn(len(coords), 4, requires_grad=True)
+    conv = SparseConv3d(4, 6, kernel_size=3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = conv(SparseTensor(coords, feats))
+    assert out.feats.dtype == torch.bfloat16
+    out.feats.float().sum().backward()
+    assert feats.grad is not None and torch.isfinite(feats.grad).all()
+    assert conv.kernel.grad is not None and conv.kernel.grad.dtype == torch.float32
+    reference = conv(SparseTensor(coords, feats.detach())).feats
+    torch.testing.assert_close(out.feats.float(), reference, atol=0.1, rtol=0.05)

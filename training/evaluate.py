@@ -3,7 +3,9 @@
     python -m training.evaluate --checkpoint uniseg3d_model/weights/default.pt \
         --data data/synth --split val --out results.json
 
-Per scene, one ``encode`` feeds two decoder passes: the ScanNet20 pass (unified
+Instances are scored with the paper's AP settings (score threshold 0, top 600, matrix NMS)
+and masks under ``--min-region-size`` points are left out (ScanNet: 100). Per scene, one
+``encode`` feeds two decoder passes: the ScanNet20 pass (unified
 queries + one click per instance + every referring sentence) and, for the
 open-vocabulary task, a pass whose vocabulary is the ScanNet200 class names
 (or ``--ov-classes``). Metrics (``uniseg3d_model.eval``):
@@ -64,15 +66,6 @@ def _instance_masks(instance: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return instance[None, :] == np.asarray(targets).reshape(-1, 1)
 
 
-def prompt_confidence(pred: Any) -> np.ndarray:
-    """Confidence of prompted masks: predicted IoU x mean mask probability inside the mask."""
-    with torch.no_grad():
-        probs = pred.masks.sigmoid()
-        inside = (pred.masks > 0).float()
-        mask_score = (probs * inside).sum(1) / inside.sum(1).clamp(min=1)
-        return (pred.scores.sigmoid() * mask_score).cpu().numpy()
-
-
 class Evaluation:
     """Accumulates every task's metrics over scenes; :meth:`result` returns the nested dict."""
 
@@ -99,19 +92,19 @@ class Evaluation:
         self.semantic.add_scene(sem_gt, postprocess.semantic(out, scene))
         pan = postprocess.panoptic(out, scene)
         self.panoptic.add_scene(sem_gt, inst_gt, pan.semantic, pan.instance)
-        inst = postprocess.instances(out, scene, score_threshold=0.0, top_k=600, nms_iou=None)
+        inst = postprocess.instances(out, scene, score_threshold=0.0, top_k=600, nms="matrix")
         gt_thing = self._to_thing[np.asarray(scene.instance_class)]
         self.instance.add_scene(inst_gt, gt_thing, inst.masks, self._to_thing[inst.classes], inst.scores)
         if scene.clicks is not None and len(scene.clicks):
             masks = postprocess.interactive(out, scene)
             gt = _instance_masks(inst_gt, scene.click_instance)
-            self.interactive.add_scene(masks, gt, prompt_confidence(out.clicks()))
+            self.interactive.add_scene(masks, gt, postprocess.prompt_scores(out.clicks()))
         if scene.texts:
             masks, _ = postprocess.referring(out, scene)
             self.referring.add_scene(masks, _instance_masks(inst_gt, scene.text_instance))
 
     def add_open_vocabulary(self, out: Any, scene: Any) -> None:
-        pred = postprocess.open_vocabulary(out, scene, score_threshold=0.0, top_k=600, nms_iou=None)
+        pred = postprocess.open_vocabulary(out, scene, score_threshold=0.0, top_k=600, nms="matrix")
         gt_cls = self._gt200_to_thing[np.asarray(scene.instance_class)]
         self.open_vocab.add_scene(np.asarray(scene.instance), gt_cls, pred.masks,
                                   self._ov_to_thing[pred.classes], pred.scores)

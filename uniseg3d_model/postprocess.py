@@ -299,5 +299,10 @@ def referring(
     with torch.no_grad():
         pred = out.texts()
         masks = (pred.masks.sigmoid() > mask_threshold)[:, sp].cpu().numpy()
-        scores = (pred.scores.sigmoid() * _mask_scores(pred.masks)).cpu().numpy().astype(np.float32)
-    return masks, scores
+    return masks, prompt_scores(pred)
+
+
+def prompt_scores(pred: LayerPrediction) -> np.ndarray:
+    """(P,) float32 confidence of prompted (click or sentence) masks: predicted IoU x mask score."""
+    with torch.no_grad():
+        return (pred.scores.sigmoid() * _mask_scores(pred.masks)).cpu().numpy().astype(np.float32)

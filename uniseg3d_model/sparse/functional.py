@@ -107,6 +107,13 @@ def sparse_conv(feats: torch.Tensor, kernel: torch.Tensor, kmap: KernelMap) -> t
     """Differentiable gather-GEMM-scatter convolution (see :func:`gather_gemm_scatter`)."""
     if feats.shape[0] != kmap.n_in:
         raise ValueError(f"feats has {feats.shape[0]} rows but the kernel map expects {kmap.n_in}")
+    device_type = feats.device.type
+    if torch.is_autocast_enabled(device_type):
+        # mixed precision: run the whole conv in the autocast dtype, with autocast off inside so
+        # the per-offset matmuls and the index_add_ accumulator agree on one dtype
+        dtype = torch.get_autocast_dtype(device_type)
+        with torch.autocast(device_type, enabled=False):
+            return sparse_conv(feats.to(dtype), kernel.to(dtype), kmap)
     if kernel.dtype != feats.dtype:
         raise ValueError(f"kernel dtype {kernel.dtype} does not match feats dtype {feats.dtype}")
     if torch.is_grad_enabled() and (feats.requires_grad or kernel.requires_grad):
