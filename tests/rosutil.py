@@ -28,7 +28,6 @@ process whether or not ``scripts/env.sh`` was sourced.
 from __future__ import annotations
 
 import ctypes
-import fcntl
 import os
 import signal
 import subprocess
@@ -40,10 +39,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from uniseg3d_ros.ros_domain import isolation_env, lease_domain
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTALL_PREFIX = REPO_ROOT / "install"
-DOMAIN_ID_RANGE = range(1, 102)  # Fast DDS on Linux: ids 0..101 keep ports below the ephemeral range
-_LOCK_DIR = Path(tempfile.gettempdir()) / "uniseg3d_ros_domains"
 
 
 # --------------------------------------------------------------------------- paths and environment
@@ -90,16 +89,6 @@ def ensure_interfaces(prefix: Path = INSTALL_PREFIX) -> None:
     os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 
 
-def _isolation_vars(domain_id: int) -> dict[str, str]:
-    return {
-        "ROS_DOMAIN_ID": str(domain_id),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "ROS_LOCALHOST_ONLY": "1",
-        "ROS_STATIC_PEERS": "",
-        "RMW_IMPLEMENTATION": "rmw_fastrtps_cpp",
-    }
-
-
 def ros_env(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for a child process on ``domain_id``, localhost-only, with ./install usable.
 
@@ -107,11 +96,9 @@ def ros_env(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, st
     PYTHONPATH, ./install/lib and the wheels' libs on LD_LIBRARY_PATH (the bootstrapper's re-exec is
     skipped since its work is already done), ROS_DISCOVERY_SERVER is dropped. ``extra`` wins.
     """
-    if domain_id not in DOMAIN_ID_RANGE:
-        raise ValueError(f"domain_id={domain_id} outside {DOMAIN_ID_RANGE.start}..{DOMAIN_ID_RANGE.stop - 1}")
     env = dict(os.environ)
     env.pop("ROS_DISCOVERY_SERVER", None)
-    env.update(_isolation_vars(domain_id))
+    env.update(isolation_env(domain_id))
     env["PYTHONPATH"] = _prepend(env.get("PYTHONPATH"), [str(REPO_ROOT), str(_install_site_packages())])
     libs = [str(INSTALL_PREFIX / "lib"), *_wheel_lib_dirs()]
     env["LD_LIBRARY_PATH"] = _prepend(env.get("LD_LIBRARY_PATH"), libs)
@@ -128,45 +115,11 @@ def ros_env(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, st
 
 @contextmanager
 def ros_domain(cooldown: float = 30.0) -> Iterator[int]:
-    """Lease a ROS domain id no other cooperating process on this machine holds (file lock).
-
-    Starts at a pid-derived id so parallel runs rarely contend, and passes over ids released less than
-    ``cooldown`` s ago (by any process) while others are free: processes killed in the previous user
-    of a domain can linger in discovery for a while. ``UNISEG3D_TEST_DOMAIN_ID`` forces an id.
-    Raises RuntimeError when every id in 1..101 is leased.
-    """
+    """Lease a ROS domain id no other cooperating process on this machine holds
+    (:func:`uniseg3d_ros.ros_domain.lease_domain`); ``UNISEG3D_TEST_DOMAIN_ID`` forces an id."""
     forced = os.environ.get("UNISEG3D_TEST_DOMAIN_ID")
-    if forced:
-        yield int(forced)
-        return
-    _LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    ids = list(DOMAIN_ID_RANGE)
-    start = os.getpid() % len(ids)
-    order = ids[start:] + ids[:start]
-    for fresh_only in (True, False):
-        for domain_id in order:
-            path = _LOCK_DIR / f"{domain_id}.lock"
-            try:
-                fd, new = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666), True
-            except FileExistsError:
-                fd, new = os.open(path, os.O_RDWR), False
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                continue
-            if fresh_only and not new and time.time() - os.fstat(fd).st_mtime < cooldown:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
-                continue
-            try:
-                yield domain_id
-            finally:
-                os.utime(fd)  # marks the release time for the cooldown
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
-            return
-    raise RuntimeError(f"all ROS domain ids {ids[0]}..{ids[-1]} are leased (locks in {_LOCK_DIR})")
+    with lease_domain(int(forced) if forced else None, cooldown=cooldown) as domain_id:
+        yield domain_id
 
 
 @contextmanager
@@ -181,8 +134,8 @@ def ros_context(domain_id: int) -> Iterator[Any]:
     from rclpy.context import Context
     from rclpy.signals import SignalHandlerOptions
 
-    saved = {k: os.environ.get(k) for k in _isolation_vars(domain_id)}
-    os.environ.update(_isolation_vars(domain_id))
+    saved = {k: os.environ.get(k) for k in isolation_env(domain_id)}
+    os.environ.update(isolation_env(domain_id))
     ctx = Context()
     try:
         rclpy.init(context=ctx, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)

@@ -8,21 +8,18 @@ restricts discovery to this host, so it neither disturbs nor hears other ROS gra
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-DOMAIN_IDS = range(1, 102)  # Fast DDS on Linux: ids 0..101 keep ports below the ephemeral range
-LOCK_DIR = Path(tempfile.gettempdir()) / "uniseg3d_ros_domains"
+from uniseg3d_ros import ros_domain
 
 
 class DemoError(RuntimeError):
@@ -30,59 +27,20 @@ class DemoError(RuntimeError):
 
 
 @contextmanager
-def lease_domain(forced: int | None = None, cooldown: float = 30.0) -> Iterator[int]:
-    """Yield a free ROS domain id (held by a file lock until the block ends) or ``forced``.
-    Ids released less than ``cooldown`` s ago are passed over while others are free."""
-    if forced is not None:
-        if forced not in DOMAIN_IDS:
-            raise ValueError(f"domain id {forced} outside {DOMAIN_IDS.start}..{DOMAIN_IDS.stop - 1}")
-        yield forced
-        return
-    LOCK_DIR.mkdir(parents=True, exist_ok=True)
-    ids = list(DOMAIN_IDS)
-    start = os.getpid() % len(ids)
-    for fresh_only in (True, False):
-        for domain_id in ids[start:] + ids[:start]:
-            path = LOCK_DIR / f"{domain_id}.lock"
-            try:
-                fd, new = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666), True
-            except FileExistsError:
-                fd, new = os.open(path, os.O_RDWR), False
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                continue
-            if fresh_only and not new and time.time() - os.fstat(fd).st_mtime < cooldown:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
-                continue
-            try:
-                yield domain_id
-            finally:
-                os.utime(fd)
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
-            return
-    raise DemoError(f"every ROS domain id {ids[0]}..{ids[-1]} is leased (locks in {LOCK_DIR})")
-
-
-def isolation_env(domain_id: int) -> dict[str, str]:
-    """Variables that put a process on ``domain_id`` with localhost-only discovery."""
-    return {
-        "ROS_DOMAIN_ID": str(domain_id),
-        "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-        "ROS_LOCALHOST_ONLY": "1",
-        "ROS_STATIC_PEERS": "",
-        "RMW_IMPLEMENTATION": os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp"),
-    }
+def lease_domain(forced: int | None = None) -> Iterator[int]:
+    """:func:`uniseg3d_ros.ros_domain.lease_domain`, failing as a :class:`DemoError`."""
+    try:
+        with ros_domain.lease_domain(forced) as domain_id:
+            yield domain_id
+    except ros_domain.DomainsExhausted as exc:
+        raise DemoError(str(exc)) from exc
 
 
 def child_env(domain_id: int, threads: int = 1) -> dict[str, str]:
     """This process's environment (with ``scripts/env.sh`` applied) on ``domain_id``."""
     env = dict(os.environ)
     env.pop("ROS_DISCOVERY_SERVER", None)
-    env.update(isolation_env(domain_id))
+    env.update(ros_domain.isolation_env(domain_id))
     repo = str(Path(__file__).resolve().parents[1])
     parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
     env["PYTHONPATH"] = os.pathsep.join([repo] + [p for p in parts if p != repo])
@@ -151,8 +109,8 @@ class Planner:
         from rclpy.signals import SignalHandlerOptions
         from std_msgs.msg import String
 
-        saved = {k: os.environ.get(k) for k in isolation_env(domain_id)}
-        os.environ.update(isolation_env(domain_id))
+        saved = {k: os.environ.get(k) for k in ros_domain.isolation_env(domain_id)}
+        os.environ.update(ros_domain.isolation_env(domain_id))
         self.context = Context()
         try:
             rclpy.init(
