@@ -1,0 +1,51 @@
+"""The shipped default model (uniseg3d_model/weights/default.pt) loads and segments a generated
+room it never saw far better than an untrained model: the out-of-the-box node and demo rely on it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.scannet_scenes import write_processed
+from training.evaluate import evaluate
+from uniseg3d_model.checkpoint import load_checkpoint
+from uniseg3d_model.model import UniSeg3D
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "uniseg3d_model" / "weights"
+
+
+@pytest.fixture(scope="module")
+def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # training used scene seeds 2000..2119; 9000/9001 are new rooms
+    return write_processed(tmp_path_factory.mktemp("heldout"), n_train=1, n_val=1, spacing=0.04, seed=9000)
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    torch.manual_seed(0)
+    model, meta = load_checkpoint(WEIGHTS / "default.pt")
+    return model, meta
+
+
+def test_default_checkpoint_loads_with_its_text_encoder(default_model) -> None:
+    model, meta = default_model
+    assert isinstance(model, UniSeg3D) and not model.training
+    assert meta["text_encoder"] == "minilm"
+    recorded = json.loads((WEIGHTS / "default.json").read_text())
+    assert recorded["summary"]["ap50"] > 0.5  # the figures README quotes
+
+
+@pytest.mark.slow
+def test_default_model_segments_an_unseen_room(default_model, held_out: Path) -> None:
+    model, _ = default_model
+    trained = evaluate(model, held_out, "val", min_region_size=50, progress=False)["summary"]
+    torch.manual_seed(0)
+    untrained = UniSeg3D(model.cfg, model.text_encoder).eval()
+    baseline = evaluate(untrained, held_out, "val", min_region_size=50, progress=False)["summary"]
+    assert trained["miou"] > 0.35 and trained["miou"] > baseline["miou"] + 0.25
+    assert trained["ap50"] > 0.35 and trained["ap50"] > baseline["ap50"] + 0.25
+    assert trained["interactive_ap"] > baseline["interactive_ap"] + 0.15
+    assert trained["referring_miou"] > baseline["referring_miou"] + 0.1
