@@ -15,13 +15,14 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data.distributed import DistributedSampler
+
+from uniseg3d_model.checkpoint import atomic_torch_save
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -56,29 +57,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def checkpoint_dir(out: Path, step: int) -> Path:
     return out / "checkpoints" / f"step_{step:08d}"
 
 
 def save_rng(ckpt: Path, rank: int) -> None:
     ckpt.mkdir(parents=True, exist_ok=True)
-    _atomic_save(rng_state(), ckpt / f"rng_rank{rank}.pt")
+    atomic_torch_save(rng_state(), ckpt / f"rng_rank{rank}.pt")
 
 
 def save_train_state(ckpt: Path, state: dict[str, Any]) -> None:
     ckpt.mkdir(parents=True, exist_ok=True)
-    _atomic_save(state, ckpt / "train_state.pt")
+    atomic_torch_save(state, ckpt / "train_state.pt")
 
 
 def mark_latest(out: Path, ckpt: Path, keep: int) -> None:

@@ -46,11 +46,18 @@ def save_checkpoint(path: str | Path, model: UniSeg3D, extra: dict[str, Any] | N
         "text_dim": int(model.text_encoder.dim),
         "extra": dict(extra or {}),
     }
+    return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` to a temp file beside ``path``, then ``os.replace``: a crash never leaves a
+    partial file at ``path``."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        torch.save(payload, tmp)
+        torch.save(obj, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
