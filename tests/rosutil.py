@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,7 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from uniseg3d_ros.ros_domain import isolation_env, lease_domain
+from uniseg3d_ros.ros_domain import isolation_env, lease_domain, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTALL_PREFIX = REPO_ROOT / "install"
@@ -186,16 +185,10 @@ class RosProcess:
 
     def stop(self, timeout: float = 5.0) -> int:
         """SIGINT, wait up to ``timeout`` s, then SIGKILL. Returns the exit code; removes the log."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGINT)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout)
+        code = stop_process(self.popen, timeout)
         self._log.close()
         self.log_path.unlink(missing_ok=True)
-        return self.popen.returncode
+        return code
 
     def __enter__(self) -> RosProcess:
         return self

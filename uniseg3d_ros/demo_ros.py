@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from uniseg3d_ros import ros_domain
+from uniseg3d_ros.ros_domain import stop_process
 
 
 class DemoError(RuntimeError):
@@ -79,15 +79,9 @@ class Child:
 
     def stop(self, timeout: float = 5.0) -> int | None:
         """SIGINT, then SIGKILL after ``timeout`` s. Returns the exit code."""
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGINT)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout)
+        code = stop_process(self.popen, timeout)
         self._log.close()
-        return self.popen.returncode
+        return code
 
 
 def ros_arg(value: Any) -> str:

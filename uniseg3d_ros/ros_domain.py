@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -76,3 +78,16 @@ def lease_domain(forced: int | None = None, cooldown: float = 30.0) -> Iterator[
                 os.close(fd)
             return
     raise DomainsExhausted(f"every ROS domain id {ids[0]}..{ids[-1]} is leased (locks in {LOCK_DIR})")
+
+
+def stop_process(popen: subprocess.Popen, timeout: float = 5.0) -> int | None:
+    """Stop a child node cleanly: SIGINT (rclpy shuts down), SIGKILL after ``timeout`` s.
+    Returns its exit code."""
+    if popen.poll() is None:
+        popen.send_signal(signal.SIGINT)
+        try:
+            popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            popen.wait(timeout)
+    return popen.returncode
