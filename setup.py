@@ -34,9 +34,9 @@ setup(
     install_requires=["setuptools"],
     entry_points={
         "console_scripts": [
-            "uniseg3d_node = uniseg3d_ros.node:main",
-            "uniseg3d_replay = uniseg3d_ros.replay:main",
-            "uniseg3d_demo = uniseg3d_ros.demo:main",
+            "uniseg3d_node = uniseg3d_ros.node.node:main",
+            "uniseg3d_replay = uniseg3d_ros.tools.replay:main",
+            "uniseg3d_demo = uniseg3d_ros.tools.demo.main:main",
         ],
     },
 )

@@ -34,9 +34,8 @@ from std_srvs.srv import Trigger
 from uniseg3d_msgs.srv import Interactive, OpenVocab, Refer, SaveMap, Segment
 from visualization_msgs.msg import MarkerArray
 
-from uniseg3d_ros import params as params_mod
-from uniseg3d_ros.engine import EngineConfig, InferenceEngine, QueryResult, load_engine
-from uniseg3d_ros.frames import (
+from uniseg3d_ros.inference.engine import EngineConfig, InferenceEngine, QueryResult, load_engine
+from uniseg3d_ros.mapping.frames import (
     PoseBuffer,
     PoseResolver,
     PoseWaitQueue,
@@ -45,12 +44,13 @@ from uniseg3d_ros.frames import (
     stamp_msg,
     stamp_to_sec,
 )
-from uniseg3d_ros.markers import build_markers, to_marker_array
-from uniseg3d_ros.node_services import ServiceHandlers
-from uniseg3d_ros.pointcloud2 import cloud_to_arrays, points_to_cloud, segmented_cloud
-from uniseg3d_ros.rgbd import depth_to_points
-from uniseg3d_ros.rgbd_sync import RGBDSynchronizer, SyncedFrame, image_to_array
-from uniseg3d_ros.scene_map import SceneMap
+from uniseg3d_ros.mapping.pointcloud2 import cloud_to_arrays, points_to_cloud, segmented_cloud
+from uniseg3d_ros.mapping.rgbd import depth_to_points
+from uniseg3d_ros.mapping.rgbd_sync import RGBDSynchronizer, SyncedFrame, image_to_array
+from uniseg3d_ros.mapping.scene_map import SceneMap
+from uniseg3d_ros.node import params as params_mod
+from uniseg3d_ros.node.markers import build_markers, to_marker_array
+from uniseg3d_ros.node.services import ServiceHandlers
 
 NODE_NAME = "uniseg3d_node"
 #: counters always present in ~/stats (others appear when first counted)

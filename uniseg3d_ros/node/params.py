@@ -262,11 +262,11 @@ def declare(node: Any) -> NodeParams:
 
 def to_yaml(node_name: str = "uniseg3d_node") -> str:
     """The parameters file text (defaults with their descriptions as comments):
-    ``python -m uniseg3d_ros.params > launch/config/params.yaml``."""
+    ``python -m uniseg3d_ros.node.params > launch/config/params.yaml``."""
     import json
 
     lines = [
-        "# uniseg3d_node parameters (generated: python -m uniseg3d_ros.params; a test checks they agree).",
+        "# uniseg3d_node parameters (generated: python -m uniseg3d_ros.node.params; a test checks them).",
         "# Units: metres, seconds, hertz. Topic names starting with ~/ are private to the node.",
         f"{node_name}:",
         "  ros__parameters:",

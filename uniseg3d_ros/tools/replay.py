@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from uniseg3d_ros.frames import (
+from uniseg3d_ros.mapping.frames import (
     PoseBuffer,
     msg_pose_to_matrix,
     msg_transform_to_matrix,
     stamp_to_sec,
     transform_points,
 )
-from uniseg3d_ros.rgbd_sync import RGBDSynchronizer, image_to_array
+from uniseg3d_ros.mapping.rgbd_sync import RGBDSynchronizer, image_to_array
 
 KINDS = ("depth", "color", "info", "pose", "cloud")
 
@@ -189,7 +189,7 @@ def bag_events(
                     (int(msg.width), int(msg.height)),
                 )
             elif kind == "PointCloud2":
-                from uniseg3d_ros.pointcloud2 import cloud_to_arrays
+                from uniseg3d_ros.mapping.pointcloud2 import cloud_to_arrays
 
                 yield Event(stamp, "cloud", cloud_to_arrays(msg), frame)
             elif kind == "PoseStamped":
@@ -208,7 +208,7 @@ def fuse_events(
 ) -> Iterator[Event]:
     """Turn depth + color + camera_info + pose events into one 'cloud' event per frame, in the fixed
     frame (clouds pass through; frames without a pose within ``tolerance`` are skipped)."""
-    from uniseg3d_ros.rgbd import depth_to_points
+    from uniseg3d_ros.mapping.rgbd import depth_to_points
 
     sync = RGBDSynchronizer(tolerance, buffer_size=30)
     poses = PoseBuffer(maxlen=1000, tolerance=tolerance)
@@ -291,9 +291,9 @@ class ReplayPublisher:
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
         from std_msgs.msg import Header
 
-        from uniseg3d_ros.frames import matrix_to_pose, stamp_msg
-        from uniseg3d_ros.pointcloud2 import points_to_cloud
-        from uniseg3d_ros.rgbd_sync import array_to_image_fields
+        from uniseg3d_ros.mapping.frames import matrix_to_pose, stamp_msg
+        from uniseg3d_ros.mapping.pointcloud2 import points_to_cloud
+        from uniseg3d_ros.mapping.rgbd_sync import array_to_image_fields
 
         if ev.kind not in self.pubs:
             return
