@@ -6,7 +6,7 @@ RGB-D, poses) share one mutually exclusive group and only decode + fuse into the
 blocks sensor input; publishing timers (map cloud, stats) have a third. Queues are
 bounded everywhere (QoS depth, RGB-D sync buffer, pose buffer, map capacity).
 
-Service handlers: node_services.py. Topics, services and parameters: docs/ros_node.md. Logic
+Service handlers: services.py. Topics, services and parameters: docs/ros_node.md. Logic
 lives in the tested pure modules (params, frames, rgbd_sync, engine, results, markers, scene_map,
 pointcloud2, rgbd).
 """
