@@ -77,8 +77,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-figures", action="store_true", help="skip the PNG renders")
     ap.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: a free one)")
     args = ap.parse_args(argv)
-    if args.frames < 1 or args.sentences < 0 or args.rate < 0 or args.timeout <= 0:
-        ap.error("--frames must be >= 1, --sentences >= 0, --rate >= 0 and --timeout > 0")
+    limits = [  # (flag, value, ok, what it must be)
+        ("--frames", args.frames, args.frames >= 1, ">= 1"),
+        ("--width", args.width, args.width >= 8, ">= 8 pixels"),
+        ("--height", args.height, args.height >= 8, ">= 8 pixels"),
+        ("--sentences", args.sentences, args.sentences >= 0, ">= 0"),
+        ("--rate", args.rate, args.rate >= 0, ">= 0"),
+        ("--timeout", args.timeout, args.timeout > 0, "> 0 seconds"),
+        ("--domain-id", args.domain_id, args.domain_id is None or 0 <= args.domain_id <= 232, "in 0..232"),
+    ]
+    for flag, value, ok, what in limits:
+        if not ok:
+            ap.error(f"{flag} must be {what}, got {value}")
+    if args.checkpoint not in ("", "random") and not Path(args.checkpoint).is_file():
+        ap.error(f"--checkpoint {args.checkpoint}: no such file ('' = shipped model, 'random' = untrained)")
     if args.out is None:
         args.out = Path("out") / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     return args
