@@ -14,6 +14,7 @@ pointcloud2, rgbd).
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections import Counter
 from functools import partial
@@ -247,7 +248,9 @@ class UniSeg3DNode(ServiceHandlers, Node):
                 dropped = self.waiting.push(frame_id, stamp, (points, colors, stamp, counter))
             if dropped is not None:
                 self.count("no_pose")
-                self.warn_once("no_pose_overflow", "data waited too long for its pose and was dropped")
+                self.warn_once(
+                    "no_pose_overflow", f"data waited too long for its pose and was dropped: {POSE_HINT}"
+                )
             return
         self.count(res.cause)
         self.warn_once(f"{res.cause}:{frame_id}", res.reason)
@@ -260,7 +263,9 @@ class UniSeg3DNode(ServiceHandlers, Node):
             self.count(counter)
         if expired:
             self.count("no_pose", len(expired))
-            self.warn_once("no_pose", f"no pose within {self.p.pose_tolerance} s of a frame; frame dropped")
+            self.warn_once(
+                "no_pose", f"no pose within {self.p.pose_tolerance} s of a frame; frame dropped: {POSE_HINT}"
+            )
 
     def _integrate(
         self, points: np.ndarray, colors: np.ndarray | None, pose: np.ndarray, stamp: float
@@ -349,7 +354,18 @@ def _qos_kwargs(profile: QoSProfile) -> dict[str, Any]:
     }
 
 
+#: what to do when sensor data finds no pose (logged with the first drop of each kind)
+POSE_HINT = (
+    "publish the sensor pose on ~/pose (PoseStamped) or ~/odom (Odometry), or TF from the fixed frame to "
+    "the data's frame_id, or set pose_source:=identity when the data is already in the fixed frame"
+)
+
+
 def main(args: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if args is None else args)
+    if params_mod.wants_help(argv):  # print and exit before joining any ROS graph
+        print(params_mod.help_text(), end="")
+        return
     rclpy.init(args=args)
     try:
         node = UniSeg3DNode()
