@@ -82,7 +82,8 @@ def test_runnable_doc_blocks_run_as_written(doc: Path, blocks: list[Block], tmp_
             cwd=cwd, env=env, capture_output=True, text=True, timeout=1500,
         )
         where = f"{doc.relative_to(REPO)}:{block.line}"
-        assert proc.returncode == 0, f"{where} failed:\n{block.script}\n--- output ---\n{proc.stdout}\n{proc.stderr}"
+        output = f"{proc.stdout}\n{proc.stderr}"
+        assert proc.returncode == 0, f"{where} failed:\n{block.script}\n--- output ---\n{output}"
 
 
 def test_markers_parse(tmp_path: Path):
