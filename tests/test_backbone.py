@@ -207,6 +207,7 @@ def test_minkowski_and_torch_backends_agree_on_shared_weights() -> None:
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_forward_matches_cpu(net: MinkUNet) -> None:
     c, col = room_scene(8)
