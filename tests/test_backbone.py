@@ -177,7 +177,7 @@ def test_backend_selection_falls_back_to_torch_without_minkowski() -> None:
         with pytest.raises(ValueError, match="MinkowskiEngine"):
             get_backend("minkowski")
     with pytest.raises(ValueError, match="backend"):
-        BackboneConfig(backend="spconv")
+        BackboneConfig(backend="sparse")
 
 
 def test_invalid_config_and_input_raise() -> None:

@@ -83,10 +83,15 @@ def test_scene_extent_equals_official_for_one_scene(reference, one_thread) -> No
     assert (out.feats - expected).abs().max() <= TOL
 
 
+def _small_net() -> SpconvUNet:
+    torch.manual_seed(0)
+    return SpconvUNet(SpconvUNetConfig.small(min_spatial_shape=1)).eval()
+
+
 @torch.no_grad()
-def test_invariant_to_row_order(reference) -> None:
-    coords, feats = _scenes(2, seed=11)
-    net = _ours(reference, min_spatial_shape=1)
+def test_invariant_to_row_order() -> None:
+    coords, feats = _scenes(2, points=1500, size_m=1.0, seed=11)
+    net = _small_net()
     out = net(SparseTensor(coords, feats)).feats
     perm = torch.randperm(coords.shape[0], generator=torch.Generator().manual_seed(0))
     shuffled = net(SparseTensor(coords[perm], feats[perm]))
@@ -95,22 +100,24 @@ def test_invariant_to_row_order(reference) -> None:
 
 
 @torch.no_grad()
-def test_exact_under_batching_with_scene_extent(reference) -> None:
-    scenes = [random_scene(2000, 1.2 + 0.3 * s, seed=20 + s) for s in range(3)]
+def test_exact_under_batching_with_scene_extent() -> None:
+    scenes = [random_scene(1200, 0.8 + 0.3 * s, seed=20 + s) for s in range(3)]
     feats = [random_features(c.shape[0], seed=s) for s, c in enumerate(scenes)]
-    net = _ours(reference, spatial_extent="scene", min_spatial_shape=1)
+    net = _small_net()
     batched = net(SparseTensor(batch_coords(scenes), torch.cat(feats))).feats
     alone = torch.cat([net(SparseTensor(batch_coords([c]), f)).feats for c, f in zip(scenes, feats)])
     assert (batched - alone).abs().max() <= 1e-5
 
 
-def test_negative_coordinates_need_extent_none(reference) -> None:
-    coords, feats = _scenes(1)
+@torch.no_grad()
+def test_negative_coordinates_need_extent_none() -> None:
+    coords, feats = _scenes(1, points=1000, size_m=0.8)
     coords[:, 1] -= 10
+    net = _small_net()
     with pytest.raises(ValueError, match="coordinates >= 0"):
-        _ours(reference)(SparseTensor(coords, feats))
-    out = _ours(reference, spatial_extent="none")(SparseTensor(coords, feats))
-    assert out.feats.shape == (coords.shape[0], 32)
+        net(SparseTensor(coords, feats))
+    net.cfg.spatial_extent = "none"
+    assert net(SparseTensor(coords, feats)).feats.shape == (coords.shape[0], 16)
 
 
 def test_converter_consumes_every_official_key_once(reference) -> None:
