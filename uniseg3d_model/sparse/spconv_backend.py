@@ -264,10 +264,25 @@ def _spatial_setup(x: SparseTensor) -> tuple[torch.Tensor, list[int]]:
     return origin, [int(s) for s in shape.tolist()]
 
 
+def spconv_supports(device: torch.device | str) -> bool:
+    """Whether the installed spconv runs on ``device`` (the PyPI package ``spconv`` is a CPU-only
+    build; CUDA needs a ``spconv-cuXXX`` wheel matching the CUDA torch)."""
+    if torch.device(device).type == "cpu":
+        return True
+    from spconv.cppconstants import CPU_ONLY_BUILD
+
+    return not CPU_ONLY_BUILD
+
+
 def to_native(x: SparseTensor) -> SpconvTensor:
     """Our tensor -> :class:`SpconvTensor` with the same rows in the same order."""
     import spconv.pytorch as spconv
 
+    if not spconv_supports(x.feats.device):
+        raise ValueError(
+            f"spconv backend: the installed spconv is a CPU-only build and the input is on {x.feats.device}; "
+            "install the CUDA wheel for your CUDA version (e.g. pip install spconv-cu120)"
+        )
     if x.stride > ALIGN:
         raise ValueError(f"spconv backend: tensor stride {x.stride} exceeds {ALIGN}")
     origin, shape = _spatial_setup(x)
