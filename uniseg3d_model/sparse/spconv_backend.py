@@ -68,12 +68,9 @@ class SpconvTensor:
     def feats(self) -> torch.Tensor:
         return self.sp.features
 
-    def replace(
-        self, feats: torch.Tensor, sp: object | None = None, stride: int | None = None
-    ) -> SpconvTensor:
-        base = self.sp if sp is None else sp
-        s = self.stride if stride is None else stride
-        return SpconvTensor(base.replace_feature(feats), s, self.origin)
+    def replace(self, feats: torch.Tensor) -> SpconvTensor:
+        """Same rows, new ``feats (N, C')``."""
+        return SpconvTensor(self.sp.replace_feature(feats), self.stride, self.origin)
 
     def __add__(self, other: SpconvTensor) -> SpconvTensor:
         if not isinstance(other, SpconvTensor):
