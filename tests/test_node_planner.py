@@ -14,8 +14,6 @@ import pytest
 from tests import rosutil
 from tests.test_node import NODE, NODE_PARAMS, NodeHarness, _ros_arg
 
-pytestmark = pytest.mark.ros
-
 PARAMS = {**NODE_PARAMS, "diagnostics_period": 0.2, "max_voxels": 20000}
 
 
@@ -113,6 +111,7 @@ def _objects_from_segment(res):
 
 
 # ----------------------------------------------------------------------------- persistent objects
+@pytest.mark.ros
 def test_segment_ids_are_persistent_and_listed_on_the_latched_objects_topic(ros, room):
     from uniseg3d_msgs.msg import ObjectArray
     from uniseg3d_msgs.srv import Segment
@@ -146,6 +145,7 @@ def test_segment_ids_are_persistent_and_listed_on_the_latched_objects_topic(ros,
         assert obj.first_seen == obj.last_seen == first.header.stamp
 
 
+@pytest.mark.ros
 def test_refer_interactive_and_open_vocab_name_the_object_they_hit(ros, room):
     from uniseg3d_msgs.srv import Interactive, OpenVocab, Refer, Segment
 
@@ -175,6 +175,7 @@ def test_refer_interactive_and_open_vocab_name_the_object_they_hit(ros, room):
 
 
 # ----------------------------------------------------------------------------- vocabulary topics
+@pytest.mark.ros
 def test_each_labelled_cloud_comes_with_its_vocabulary(ros, room):
     from sensor_msgs.msg import PointCloud2
     from uniseg3d_msgs.msg import ClassVocabulary
@@ -213,6 +214,7 @@ def test_each_labelled_cloud_comes_with_its_vocabulary(ros, room):
 
 
 # ----------------------------------------------------------------------------- RViz clicks
+@pytest.mark.ros
 def test_clicked_point_is_answered_with_an_interactive_segmentation(ros, room):
     from geometry_msgs.msg import PointStamped
     from uniseg3d_msgs.msg import ClassVocabulary
@@ -250,6 +252,7 @@ def test_clicked_point_is_answered_with_an_interactive_segmentation(ros, room):
 
 
 # ----------------------------------------------------------------------------- diagnostics
+@pytest.mark.ros
 def test_diagnostics_report_model_map_inputs_and_queries(ros, room):
     from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import PointCloud2, PointField
@@ -313,6 +316,7 @@ def _send(ros, client, goal, feedback):
     return handle
 
 
+@pytest.mark.ros
 def test_segment_action_reports_every_stage_and_answers_like_the_service(ros, room):
     from action_msgs.msg import GoalStatus
     from uniseg3d_msgs.action import Segment as SegmentAction
@@ -340,6 +344,7 @@ def test_segment_action_reports_every_stage_and_answers_like_the_service(ros, ro
     client.destroy()
 
 
+@pytest.mark.ros
 def test_a_running_segment_goal_can_be_canceled(ros, room):
     from action_msgs.msg import GoalStatus
     from uniseg3d_msgs.action import Segment as SegmentAction
@@ -367,3 +372,25 @@ def test_a_running_segment_goal_can_be_canceled(ros, room):
     ros.spin_until(done.done, timeout=60.0, what="result after cancel")
     assert done.result().status == GoalStatus.STATUS_SUCCEEDED, done.result().result.message
     client.destroy()
+
+
+def test_docs_cover_the_planner_interfaces():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    doc = (root / "docs/ros_node.md").read_text()
+    names = [
+        "~/objects",
+        "~/segmented_classes",
+        "~/open_vocab_cloud",
+        "~/open_vocab_classes",
+        "/diagnostics",
+        "clicked_point",
+        "uniseg3d_lifecycle_node",
+        "objects_min_overlap",
+        "objects_retire_after",
+    ]
+    assert not [n for n in names if f"`{n}`" not in doc]
+    interfaces = (root / "docs/interfaces.md").read_text()
+    for name in ("msg/SceneObject", "msg/ObjectArray", "msg/ClassVocabulary", "action/Segment", "object_id"):
+        assert name in interfaces
