@@ -124,6 +124,20 @@ def test_managed_node_configure_fails_without_a_model_and_transitions_gate_the_n
                 assert state() == "unconfigured"
                 assert "configure failed: parameter 'checkpoint'" in bad.output()
                 assert "nowhere.pt" in bad.output()
+                # ... and /diagnostics carries the reason as an ERROR for the aggregator
+                from diagnostic_msgs.msg import DiagnosticArray
+
+                diags: list = []
+                probe.node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, 10)
+
+                def reported():
+                    return any(
+                        s.name == "managed_bad: model" and s.level == b"\x02" and "checkpoint" in s.message
+                        for m in diags
+                        for s in m.status
+                    )
+
+                rosutil.spin_until(probe.node, reported, 30.0, "ERROR status of managed_bad", probe.procs)
 
                 # a loadable model: configure builds the node, but it answers only while active
                 change, state = _lifecycle(probe, "managed_good")

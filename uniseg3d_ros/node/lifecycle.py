@@ -12,6 +12,9 @@ Transitions:
 - ``cleanup``: destroys what configure built and drops the model and the map;
 - ``shutdown``: as cleanup.
 
+Before a successful configure (and after a failed one) ``/diagnostics`` carries one ERROR status
+``<node>: model`` whose message is the reason (e.g. the missing checkpoint).
+
 Parameters are read when the node starts (they are read-only, as in the plain node).
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
@@ -27,6 +31,7 @@ from rclpy.node import Node
 
 from uniseg3d_ros.inference.preflight import ModelLoadError
 from uniseg3d_ros.node import params as params_mod
+from uniseg3d_ros.node.diagnostics import ERROR, Status, to_diagnostic_array
 from uniseg3d_ros.node.node import NODE_NAME, UniSeg3DNode
 
 
@@ -41,6 +46,18 @@ class ManagedUniSeg3DNode(LifecycleNodeMixin, UniSeg3DNode):
         self.engine = None
         self.engine_error = "not configured"
         self._built: list[Any] = []
+        # until configure succeeds, /diagnostics says why there is no model (an aggregator shows it)
+        self._unconfigured_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        if self.p.diagnostics_period > 0:
+            self.create_timer(self.p.diagnostics_period, self._publish_unconfigured)
+
+    def _publish_unconfigured(self) -> None:
+        if self.engine is not None:
+            return  # configured: the node's own DiagnosticsPublisher reports
+        status = Status(
+            f"{self.get_name()}: model", ERROR, self.engine_error, self.get_name(), {"loaded": "false"}
+        )
+        self._unconfigured_pub.publish(to_diagnostic_array([status], self.get_clock().now().to_msg()))
 
     def _entities(self) -> list[Any]:
         return [*self.publishers, *self.subscriptions, *self.services, *self.timers, *self.waitables]
