@@ -149,3 +149,13 @@ def test_config_rejects_bad_values_naming_them():
         ObjectConfig(min_overlap=0.0)
     with pytest.raises(ValueError, match="retire_after"):
         ObjectConfig(retire_after=0)
+
+
+def test_intersection_counts_match_a_brute_force_with_shared_keys():
+    from uniseg3d_ros.inference.objects import _intersections
+
+    rng = np.random.default_rng(5)
+    b = [np.unique(rng.integers(0, 300, n)) for n in (50, 120, 0, 80)]  # overlapping key sets
+    a = [np.unique(rng.integers(0, 300, n)) for n in (10, 200, 0)]
+    want = np.array([[len(np.intersect1d(x, y)) for y in b] for x in a])
+    np.testing.assert_array_equal(_intersections(a, b), want)

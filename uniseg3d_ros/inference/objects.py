@@ -263,16 +263,25 @@ class ObjectMap:
 
 
 def _intersections(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray:
-    """(len(a), len(b)) int64 sizes of the intersections of sorted unique key arrays."""
+    """(len(a), len(b)) int64 sizes of the intersections of sorted unique key arrays: one sorted
+    index over every key of ``b`` (a key may belong to several arrays), one binary search per key
+    of ``a``."""
     out = np.zeros((len(a), len(b)), dtype=np.int64)
     if not len(a) or not len(b):
         return out
-    keys = np.concatenate(b) if len(b) else np.zeros(0, np.int64)
+    keys = np.concatenate(b)
     owner = np.repeat(np.arange(len(b)), [len(k) for k in b])
-    for i, ka in enumerate(a):
-        if len(ka):
-            hit = np.isin(keys, ka)
-            out[i] = np.bincount(owner[hit], minlength=len(b))
+    order = np.argsort(keys, kind="stable")
+    keys, owner = keys[order], owner[order]
+    probe = np.concatenate(a)
+    row = np.repeat(np.arange(len(a)), [len(k) for k in a])
+    lo = np.searchsorted(keys, probe, "left")
+    n = np.searchsorted(keys, probe, "right") - lo  # how many arrays of b hold each probed key
+    total = int(n.sum())
+    if total:
+        hits = np.repeat(lo - (np.cumsum(n) - n), n) + np.arange(total)  # every matching row of keys
+        pair = np.repeat(row, n) * len(b) + owner[hits]
+        out += np.bincount(pair, minlength=len(a) * len(b)).reshape(len(a), len(b))
     return out
 
 
