@@ -48,6 +48,11 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         low=0.0,
         high=1000.0,
     ),
+    ParameterSpec(
+        "map_directory",
+        "~/.ros/uniseg3d_maps",
+        "~/save_map writes only here, by relative name (created at start-up; '~' expanded).",
+    ),
     # inputs
     ParameterSpec(
         "input_mode",
@@ -140,6 +145,13 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "stats_period", 1.0, "~/stats (JSON counters) publish period [s]; 0 = off.", low=0.0, high=3600.0
     ),
     ParameterSpec(
+        "name_check_time",
+        2.0,
+        "At start-up, watch the graph this long [s] for a node of the same name (then exit 1); 0 = off.",
+        low=0.0,
+        high=60.0,
+    ),
+    ParameterSpec(
         "max_marker_points",
         50000,
         "Instance points drawn in ~/markers (subsampled above).",
@@ -159,6 +171,7 @@ class NodeParams:
     voxel_size: float = 0.02
     max_voxels: int = 400000
     max_range: float = 0.0
+    map_directory: str = "~/.ros/uniseg3d_maps"
     input_mode: str = "both"
     cloud_topic: str = "~/cloud"
     depth_topic: str = "~/depth"
@@ -190,6 +203,7 @@ class NodeParams:
     auto_segment_period: float = 0.0
     map_publish_rate: float = 1.0
     stats_period: float = 1.0
+    name_check_time: float = 2.0
     max_marker_points: int = 50000
 
     @classmethod
