@@ -51,7 +51,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "map_directory",
         "~/.ros/uniseg3d_maps",
-        "~/save_map writes only here, by relative name (created at start-up; '~' expanded).",
+        "~/save_map writes only here, by relative name (created by the first save; '~' expanded).",
     ),
     # inputs
     ParameterSpec(
@@ -82,7 +82,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "pose_source",
         "auto",
-        "auto: tf2 when installed, else pose/odom topics; or force tf, topic or identity.",
+        "auto: TF (tf2_ros or the built-in /tf listener), pose/odom topics for frames TF lacks; "
+        "or force tf, topic or identity.",
         choices=POSE_SOURCES,
     ),
     ParameterSpec("sensor_frame", "", "With topic poses: the only sensor frame accepted ('' = any)."),
