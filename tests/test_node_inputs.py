@@ -196,6 +196,49 @@ def test_100k_point_clouds_at_10hz_arrive_from_reliable_and_best_effort_publishe
     node.spin_until(lambda: _qos_state(node) == "reliable", timeout=15.0, what="back to reliable")
 
 
+@pytest.mark.ros
+def test_qos_override_parameters_are_honoured_and_a_mismatch_is_reported(tmp_path):
+    """qos_overrides./uniseg3d_node/cloud.subscription.reliability:=reliable (+ depth): the node keeps
+    the reliable subscription when a best-effort publisher appears, says once why it hears nothing,
+    and counts the incompatibility."""
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
+    from std_msgs.msg import String
+
+    overrides = {
+        f"qos_overrides.{NODE}/cloud.subscription.reliability": "reliable",
+        f"qos_overrides.{NODE}/cloud.subscription.depth": 7,
+        "map_directory": tmp_path,
+        "name_check_time": 0.0,
+    }
+    with rosutil.ros_domain() as domain, rosutil.ros_context(domain) as ctx:
+        with rosutil.start_python(
+            _args({**PARAMS, **overrides}), env=rosutil.ros_env(domain), name="qos"
+        ) as server:
+            server.wait_for_output("ready:", timeout=60.0)
+            probe = rclpy.create_node("qos_probe", context=ctx)
+            stats: dict = {}
+            probe.create_subscription(String, f"{NODE}/stats", lambda m: stats.update(json.loads(m.data)), 10)
+            pub = probe.create_publisher(
+                PointCloud2, f"{NODE}/cloud", QoSProfile(depth=5, reliability=ReliabilityPolicy.BEST_EFFORT)
+            )
+            rosutil.spin_until(
+                probe,
+                lambda: stats.get("cloud_qos_incompatible", 0) >= 1,
+                20.0,
+                "incompatibility counted",
+                [server],
+            )
+            assert stats["input_qos"]["cloud"] == {"configured": "reliable", "active": "reliable", "depth": 7}
+            rosutil.spin_until(
+                probe, lambda: "cannot reach" in server.output(), 10.0, "mismatch logged", [server]
+            )
+            assert server.output().count("cannot reach the reliable subscription") == 1
+            probe.destroy_publisher(pub)
+            probe.destroy_node()
+
+
 # ----------------------------------------------------------------------------- part 8: TF
 def _tf(parent, child, matrix, stamp):
     from geometry_msgs.msg import TransformStamped

@@ -94,7 +94,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "pose_wait_buffer",
         5,
-        "Frames kept while their pose has not arrived yet (topic poses).",
+        "Frames kept while their pose (topic or TF) has not arrived yet.",
         low=0,
         high=100,
     ),
