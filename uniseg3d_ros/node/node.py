@@ -274,7 +274,8 @@ class UniSeg3DNode(ServiceHandlers, Node):
 
     def _place(self, frame_id: str, stamp: float, points: np.ndarray, colors: Any, counter: str) -> None:
         """Integrate data stamped ``stamp`` in ``frame_id`` once its pose is known. Data whose pose
-        may still arrive on the pose topic waits in a small bounded queue (see PoseWaitQueue)."""
+        may still arrive (pose topic, or TF newer than the data) waits in a small bounded queue
+        (see PoseWaitQueue); data with an empty frame_id is rejected."""
         if not frame_id.strip("/ "):
             self.count("empty_frame_id")
             self.warn_once("empty_frame_id", "data with an empty header.frame_id rejected (frame unknown)")
