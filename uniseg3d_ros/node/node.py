@@ -14,8 +14,10 @@ pointcloud2, rgbd).
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
+import time
 from collections import Counter
 from functools import partial
 from typing import Any
@@ -28,7 +30,7 @@ from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
@@ -55,9 +57,14 @@ from uniseg3d_ros.node import params as params_mod
 from uniseg3d_ros.node.actions import create_segment_action
 from uniseg3d_ros.node.clicks import on_clicked_point
 from uniseg3d_ros.node.diagnostics import DiagnosticsPublisher
+from uniseg3d_ros.node.map_files import prepare_map_directory
 from uniseg3d_ros.node.markers import build_markers, to_marker_array
+from uniseg3d_ros.node.name_check import find_namesake, fully_qualified_name
 from uniseg3d_ros.node.object_topics import ObjectTracking
+from uniseg3d_ros.node.qos import InputSubscription, input_qos
 from uniseg3d_ros.node.services import ServiceHandlers
+from uniseg3d_ros.node.tf_listener import make_native_tf_lookup
+from uniseg3d_ros.node.warnings_log import route_warnings_to_logger
 
 NODE_NAME = "uniseg3d_node"
 #: counters always present in ~/stats (others appear when first counted)
@@ -80,6 +87,10 @@ COUNTERS = (
 )
 
 
+class DuplicateNodeError(RuntimeError):
+    """A node with this node's fully qualified name is already in the graph."""
+
+
 class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
     """The plain node: parameters, model, then every topic/service (``build``). A model that cannot
     load raises :class:`ModelLoadError` (``main`` exits 2 with its one-line reason). The managed
@@ -87,6 +98,7 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
+        self._started = time.monotonic()  # the namesake check overlaps the model load
         self.p = params_mod.declare(self)
         self.active = True  # the managed node starts inactive
         self.engine = self.load_model()
@@ -125,12 +137,16 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
         self.counters: Counter[str] = Counter({k: 0 for k in COUNTERS})
         self._count_lock = threading.Lock()
         self._warned: set[str] = set()
+        route_warnings_to_logger(self.get_logger(), self.count)
         self.map = SceneMap(
             voxel_size=p.voxel_size,
             max_voxels=p.max_voxels,
             max_range=p.max_range if p.max_range > 0 else None,
         )
         self.map_lock = threading.Lock()
+        self.map_directory, stale = prepare_map_directory(p.map_directory)
+        for path in stale:
+            self.get_logger().info(f"removed a temporary map file left by an interrupted save: {path}")
         self._last_stamp = 0.0
         self._published_map_version = -1
 
@@ -138,11 +154,18 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
         self.service_group = MutuallyExclusiveCallbackGroup()
         self.output_group = MutuallyExclusiveCallbackGroup()
 
-        tf_lookup = None
+        tf_lookup, self.tf_buffer = None, None  # tf2_ros when it imports, else our /tf listener
         if p.pose_source in ("auto", "tf"):
             tf_lookup = make_tf_lookup(self, p.fixed_frame, p.tf_timeout)
+            native = None if tf_lookup else make_native_tf_lookup(
+                self, p.fixed_frame, self.sensor_group, self._release_waiting, self.count, self.warn_once
+            )
+            if native is not None:
+                tf_lookup, self.tf_buffer = native
         if p.pose_source == "tf" and tf_lookup is None:
-            self.get_logger().error("pose_source 'tf' but tf2_ros is not installed; using pose topics")
+            self.get_logger().error(
+                "pose_source 'tf' but neither tf2_ros nor tf2_msgs is installed; using pose topics"
+            )
         self.resolver = PoseResolver(
             p.fixed_frame,
             "auto" if p.pose_source == "tf" and tf_lookup is None else p.pose_source,
@@ -154,23 +177,26 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
         self.waiting = PoseWaitQueue(p.pose_wait_buffer, p.pose_tolerance)
         self._sensor_lock = threading.Lock()  # sync/waiting queues: clear_map (services) vs sensor callbacks
 
-        sensor_qos = QoSProfile(**{**_qos_kwargs(qos_profile_sensor_data), "depth": p.queue_depth})
-        inputs: list[tuple[Any, str, Any]] = []
+        inputs: list[tuple[Any, str, Any, str]] = []
         if p.input_mode in ("cloud", "both"):
-            inputs.append((PointCloud2, p.cloud_topic, self._on_cloud))
+            inputs.append((PointCloud2, p.cloud_topic, self._on_cloud, "cloud"))
         if p.input_mode in ("rgbd", "both"):
             inputs += [
-                (Image, p.depth_topic, partial(self._on_rgbd, "depth")),
-                (Image, p.color_topic, partial(self._on_rgbd, "color")),
-                (CameraInfo, p.camera_info_topic, partial(self._on_rgbd, "info")),
+                (Image, p.depth_topic, partial(self._on_rgbd, "depth"), "depth"),
+                (Image, p.color_topic, partial(self._on_rgbd, "color"), "color"),
+                (CameraInfo, p.camera_info_topic, partial(self._on_rgbd, "info"), "info"),
             ]
         if self.resolver.active_source() != "tf" and p.pose_source in ("auto", "topic"):
             inputs += [
-                (PoseStamped, p.pose_topic, lambda m: self._on_pose(m.header, m.pose)),
-                (Odometry, p.odom_topic, lambda m: self._on_pose(m.header, m.pose.pose)),
+                (PoseStamped, p.pose_topic, lambda m: self._on_pose(m.header, m.pose), "pose"),
+                (Odometry, p.odom_topic, lambda m: self._on_pose(m.header, m.pose.pose), "odom"),
             ]
-        for msg_type, topic, callback in inputs:
-            self.create_subscription(msg_type, topic, callback, sensor_qos, callback_group=self.sensor_group)
+        # QoS: overridable per topic (qos_overrides.<topic>.subscription.*), best_available by default
+        self.inputs = [
+            InputSubscription(self, msg_type, topic, callback, input_qos(p.queue_depth), self.sensor_group,
+                              name, self.count, self.warn_once)
+            for msg_type, topic, callback, name in inputs
+        ]
 
         latched = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -195,6 +221,13 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
             callback_group=self.service_group,
         )
 
+        started = getattr(self, "_started", time.monotonic())
+        if p.name_check_time > 0 and find_namesake(self, started, p.name_check_time):
+            raise DuplicateNodeError(
+                f"another node named {fully_qualified_name(self)} is already running in this ROS graph "
+                f"(ROS_DOMAIN_ID={os.environ.get('ROS_DOMAIN_ID', '0')}); stop it, or give this one another "
+                "name (--ros-args -r __node:=<name>)"
+            )
         services = [
             (Segment, "segment", self._srv_segment),
             (Refer, "refer", self._srv_refer),
@@ -214,6 +247,7 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
             self.create_timer(1.0 / p.map_publish_rate, self._publish_map, callback_group=self.output_group)
         if p.stats_period > 0:
             self.create_timer(p.stats_period, self.publish_stats, callback_group=self.output_group)
+        self.create_timer(1.0, self._maintain_inputs, callback_group=self.output_group)
 
     # ------------------------------------------------------------------ bookkeeping
     def count(self, key: str, n: int = 1) -> None:
@@ -239,8 +273,13 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
             pose_source=self.resolver.active_source(),
             model_loaded=self.engine is not None,
             encodes=self.engine.encode_count if self.engine is not None else 0,
+            input_qos={sub.name: sub.describe() for sub in self.inputs},
         )
         return out
+
+    def _maintain_inputs(self) -> None:
+        for sub in self.inputs:
+            sub.maintain()
 
     def publish_stats(self) -> None:
         self.pub_stats.publish(String(data=json.dumps(self.stats(), sort_keys=True)))
@@ -270,13 +309,19 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
 
     def _place(self, frame_id: str, stamp: float, points: np.ndarray, colors: Any, counter: str) -> None:
         """Integrate data stamped ``stamp`` in ``frame_id`` once its pose is known. Data whose pose
-        may still arrive on the pose topic waits in a small bounded queue (see PoseWaitQueue)."""
+        may still arrive (pose topic, or TF newer than the data) waits in a small bounded queue
+        (see PoseWaitQueue); data with an empty frame_id is rejected."""
+        if not frame_id.strip("/ "):
+            self.count("empty_frame_id")
+            self.warn_once("empty_frame_id", "data with an empty header.frame_id rejected (frame unknown)")
+            return
+        if len(self.waiting):  # transforms may have arrived since (tf2_ros gives no callback)
+            self._release_waiting()
         res = self.resolver.resolve(frame_id, stamp)
         if res.pose is not None:
-            self._integrate(points, colors, res.pose, stamp)
-            self.count(counter)
+            self._integrate(points, colors, res.pose, stamp, counter)
             return
-        if res.cause == "no_pose" and self.waiting.may_still_come(stamp, self.resolver.buffer.latest_stamp()):
+        if res.pending and self.waiting.may_still_come(stamp, self.resolver.buffer.latest_stamp()):
             with self._sensor_lock:
                 dropped = self.waiting.push(frame_id, stamp, (points, colors, stamp, counter))
             if dropped is not None:
@@ -292,8 +337,7 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
         with self._sensor_lock:
             ready, expired = self.waiting.release(self._resolve, self.resolver.buffer.latest_stamp())
         for (points, colors, stamp, counter), pose in ready:
-            self._integrate(points, colors, pose, stamp)
-            self.count(counter)
+            self._integrate(points, colors, pose, stamp, counter)
         if expired:
             self.count("no_pose", len(expired))
             self.warn_once(
@@ -301,13 +345,30 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
             )
 
     def _integrate(
-        self, points: np.ndarray, colors: np.ndarray | None, pose: np.ndarray, stamp: float
+        self, points: np.ndarray, colors: np.ndarray | None, pose: np.ndarray, stamp: float, counter: str
     ) -> None:
+        """Fuse points (N, 3) sensor frame with ``pose`` T_fixed_sensor; count ``counter`` when any point
+        landed in the map, else count the batch dropped with its reason."""
         if colors is None:
             colors = np.full(points.shape, 0.5, dtype=np.float32)
         with self.map_lock:
-            self.map.integrate(points, colors, pose, stamp=stamp)
-            self._last_stamp = max(self._last_stamp, stamp)
+            fused = self.map.integrate(points, colors, pose, stamp=stamp)
+            if fused:
+                self._last_stamp = max(self._last_stamp, stamp)
+        if fused:
+            self.count(counter)
+            return
+        far = self.map.max_range is not None and bool(
+            np.all(np.linalg.norm(np.asarray(points, dtype=np.float64), axis=1) > self.map.max_range)
+        )
+        cause = "dropped_out_of_range" if far else "dropped_outside_map"
+        self.count(cause)
+        self.warn_once(
+            cause,
+            f"a batch of {len(points)} points had none inside the map "
+            + (f"(all beyond max_range {self.map.max_range} m)" if far else "(beyond the map extent or crop)")
+            + "; dropped",
+        )
 
     def _on_cloud(self, msg: PointCloud2) -> None:
         if not self.active:
@@ -401,15 +462,6 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
         cloud_pub.publish(cloud)
 
 
-def _qos_kwargs(profile: QoSProfile) -> dict[str, Any]:
-    return {
-        "history": profile.history,
-        "depth": profile.depth,
-        "reliability": profile.reliability,
-        "durability": profile.durability,
-    }
-
-
 #: what to do when sensor data finds no pose (logged with the first drop of each kind)
 POSE_HINT = (
     "publish the sensor pose on ~/pose (PoseStamped) or ~/odom (Odometry), or TF from the fixed frame to "
@@ -430,6 +482,10 @@ def main(args: list[str] | None = None) -> None:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
         rclpy.try_shutdown()
         raise SystemExit(2) from exc
+    except DuplicateNodeError as exc:
+        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
+        rclpy.try_shutdown()
+        raise SystemExit(1) from exc
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:

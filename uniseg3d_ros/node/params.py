@@ -49,6 +49,11 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         low=0.0,
         high=1000.0,
     ),
+    ParameterSpec(
+        "map_directory",
+        "~/.ros/uniseg3d_maps",
+        "~/save_map writes only here, by relative name (created by the first save; '~' expanded).",
+    ),
     # inputs
     ParameterSpec(
         "input_mode",
@@ -78,7 +83,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "pose_source",
         "auto",
-        "auto: tf2 when installed, else pose/odom topics; or force tf, topic or identity.",
+        "auto: TF (tf2_ros or the built-in /tf listener), pose/odom topics for frames TF lacks; "
+        "or force tf, topic or identity.",
         choices=POSE_SOURCES,
     ),
     ParameterSpec("sensor_frame", "", "With topic poses: the only sensor frame accepted ('' = any)."),
@@ -89,7 +95,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "pose_wait_buffer",
         5,
-        "Frames kept while their pose has not arrived yet (topic poses).",
+        "Frames kept while their pose (topic or TF) has not arrived yet.",
         low=0,
         high=100,
     ),
@@ -141,6 +147,13 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "stats_period", 1.0, "~/stats (JSON counters) publish period [s]; 0 = off.", low=0.0, high=3600.0
     ),
     ParameterSpec(
+        "name_check_time",
+        2.0,
+        "At start-up, watch the graph this long [s] for a node of the same name (then exit 1); 0 = off.",
+        low=0.0,
+        high=60.0,
+    ),
+    ParameterSpec(
         "max_marker_points",
         50000,
         "Instance points drawn in ~/markers (subsampled above).",
@@ -183,6 +196,7 @@ class NodeParams:
     voxel_size: float = 0.02
     max_voxels: int = 400000
     max_range: float = 0.0
+    map_directory: str = "~/.ros/uniseg3d_maps"
     input_mode: str = "both"
     cloud_topic: str = "~/cloud"
     depth_topic: str = "~/depth"
@@ -214,6 +228,7 @@ class NodeParams:
     auto_segment_period: float = 0.0
     map_publish_rate: float = 1.0
     stats_period: float = 1.0
+    name_check_time: float = 2.0
     max_marker_points: int = 50000
     diagnostics_period: float = 1.0
     clicked_point_topic: str = "clicked_point"

@@ -3,13 +3,12 @@
 Each handler validates through the engine (bad requests answer ``success=false`` with the
 reason), never raises (``_guard``), and never changes the map except ``~/clear_map``.
 The node class (``uniseg3d_ros.node.node.UniSeg3DNode``) provides ``engine``, ``map``,
-``map_lock``, ``p`` (parameters), the publishers and the bookkeeping used here.
+``map_lock``, ``map_directory``, ``p`` (parameters), the publishers and the bookkeeping used here.
 """
 
 from __future__ import annotations
 
 import array
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from uniseg3d_msgs.srv import Interactive, OpenVocab, Refer, SaveMap, Segment
 
 from uniseg3d_ros.inference.results import QueryResult
 from uniseg3d_ros.mapping.map_io import save_map
+from uniseg3d_ros.node.map_files import MapPathError, ensure_map_directory, resolve_map_path
 from uniseg3d_ros.node.markers import build_markers, to_marker_array
 
 
@@ -124,12 +124,12 @@ class ServiceHandlers:
         return resp
 
     def _srv_save_map(self, req: SaveMap.Request, resp: SaveMap.Response) -> SaveMap.Response:
-        if not req.path.strip():
-            resp.success, resp.message = False, "path is empty: give a .ply or .npz file name"
-            return resp
-        path = Path(req.path).expanduser().resolve()
-        if path.suffix.lower() not in (".ply", ".npz"):
-            resp.success, resp.message = False, f"path must end in .ply or .npz, got {req.path!r}"
+        """Write the map under ``map_directory`` only (rules: node/map_files.py)."""
+        try:
+            path = resolve_map_path(self.map_directory, req.path, bool(req.overwrite))
+            ensure_map_directory(self.map_directory)
+        except MapPathError as exc:
+            resp.success, resp.message = False, str(exc)
             return resp
         with self.map_lock:
             n = len(self.map)
@@ -137,9 +137,12 @@ class ServiceHandlers:
                 resp.success, resp.message = False, "map is empty: nothing to save"
                 return resp
             try:
-                save_map(self.map, str(path))
+                save_map(self.map, path, overwrite=bool(req.overwrite))
+            except FileExistsError:  # created between the check and the write
+                resp.success, resp.message = False, f"{req.path!r} exists; set overwrite=true to replace it"
+                return resp
             except OSError as exc:
-                resp.success, resp.message = False, f"cannot write {path}: {exc}"
+                resp.success, resp.message = False, f"cannot write {req.path!r}: {exc.strerror or exc}"
                 return resp
         resp.success, resp.message, resp.path, resp.num_voxels = True, f"saved {n} voxels", str(path), n
         return resp
