@@ -253,7 +253,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="open_clip model name or config JSON of the text tower (official model)")
     parser.add_argument("--model-config", type=Path,
                         help="JSON ModelConfig (default: ModelConfig.official(); heads='ours' = legacy)")
-    parser.add_argument("--base", type=Path, help="legacy: our checkpoint whose tensors fill what does not map")
+    parser.add_argument("--base", type=Path, help="legacy: our checkpoint filling what does not map")
     parser.add_argument("--text-encoder", default=None,
                         help="text encoder name recorded (default: openclip:<text config name>)")
     parser.add_argument("--text-tower-out", type=Path, help="also write the CLIP text tower (open_clip)")
@@ -267,7 +267,9 @@ def _text_config_name(value: str) -> str:
     return Path(value).stem if value.endswith(".json") else value
 
 
-def _convert_official(args: argparse.Namespace, official: dict[str, torch.Tensor], cfg: Any) -> dict[str, Any]:
+def _convert_official(
+    args: argparse.Namespace, official: dict[str, torch.Tensor], cfg: Any
+) -> dict[str, Any]:
     """Full conversion into ModelConfig.official(); returns the report as a dict."""
     from dataclasses import asdict as _asdict
 
@@ -276,7 +278,9 @@ def _convert_official(args: argparse.Namespace, official: dict[str, torch.Tensor
     from uniseg3d_model.official_state import convert_official_model
 
     if args.cls_embedding is None:
-        raise ValueError("--cls-embedding is required for the official model (scannet_cls_embedding.pth)")
+        raise ValueError(
+            "--cls-embedding is required for the official model (scannet_cls_embedding.pth)"
+        )
     emb = _load(args.cls_embedding, False, "--cls-embedding")
     if not isinstance(emb, torch.Tensor) or emb.dim() != 3:
         shape = tuple(emb.shape) if isinstance(emb, torch.Tensor) else type(emb).__name__
@@ -298,7 +302,8 @@ def _convert_official(args: argparse.Namespace, official: dict[str, torch.Tensor
     model.load_state_dict(state, strict=True)
     from uniseg3d_model.clip_text import load_text_config
 
-    text_tower = {"model": config_name, "config": _asdict(load_text_config(args.text_config)), "state_dict": tower}
+    text_cfg = _asdict(load_text_config(args.text_config))
+    text_tower = {"model": config_name, "config": text_cfg, "state_dict": tower}
     extra = {"converted_from": str(args.official), "conversion": _asdict(report)}
     save_checkpoint(args.output, model, extra, text_tower=text_tower)
     print(report.summary())
@@ -307,7 +312,9 @@ def _convert_official(args: argparse.Namespace, official: dict[str, torch.Tensor
     return _asdict(report)
 
 
-def _convert_legacy(args: argparse.Namespace, official: dict[str, torch.Tensor], cfg: Any) -> dict[str, Any]:
+def _convert_legacy(
+    args: argparse.Namespace, official: dict[str, torch.Tensor], cfg: Any
+) -> dict[str, Any]:
     from uniseg3d_model.checkpoint import load_checkpoint, save_checkpoint
     from uniseg3d_model.model import UniSeg3D
 

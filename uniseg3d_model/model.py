@@ -121,7 +121,9 @@ class ModelConfig:
         if self.backbone_type == "spconv_unet":
             in_ch = int(self.spconv.get("in_channels", IN_CHANNELS))
             if in_ch != expected:
-                raise ValueError(f"spconv.in_channels must be {expected} (use_xyz={self.use_xyz}), got {in_ch}")
+                raise ValueError(
+                    f"spconv.in_channels must be {expected} (use_xyz={self.use_xyz}), got {in_ch}"
+                )
         elif self.backbone.in_channels != expected:
             raise ValueError(
                 f"backbone.in_channels must be {expected} (use_xyz={self.use_xyz}), "

@@ -41,7 +41,8 @@ def mask_matrix_nms_linear(
     products over unweighted superpoints), class-aware. Returns (scores, labels, masks,
     keep_inds) sorted by the decayed score, descending."""
     if len(labels) == 0:
-        return scores.new_zeros(0), labels.new_zeros(0), masks.new_zeros(0, masks.shape[-1]), labels.new_zeros(0)
+        empty = masks.new_zeros(0, masks.shape[-1])
+        return scores.new_zeros(0), labels.new_zeros(0), empty, labels.new_zeros(0)
     area = masks.sum(1).float()
     scores, order = torch.sort(scores, descending=True)
     masks, area, labels = masks[order], area[order], labels[order]
@@ -121,7 +122,9 @@ def superpoint_semantic_logits(
     return out
 
 
-def semantic(sp_sem_logits: torch.Tensor, superpoints: torch.Tensor, columns: list[int] | None = None) -> torch.Tensor:
+def semantic(
+    sp_sem_logits: torch.Tensor, superpoints: torch.Tensor, columns: list[int] | None = None
+) -> torch.Tensor:
     """``predict_by_feat_semantic``: (N,) int64 vocabulary index, the argmax over ``columns``
     (default every class, never the background column) of each point's superpoint."""
     if columns is None:

@@ -163,13 +163,18 @@ def _text_tower(
         for name in state:
             report.from_files["text_tower." + name] = "--text-weights"
     else:
-        raise ValueError("no text tower: the checkpoint has no lang.text_encoder.* and no text weights were given")
+        raise ValueError(
+            "no text tower: the checkpoint has no lang.text_encoder.* and no text weights were given"
+        )
     bad = sorted(set(expected) ^ set(state))
     if bad:
-        raise ValueError(f"text tower ({source}) does not match the text config: key {bad[0]!r} (and {len(bad) - 1} more)")
+        raise ValueError(
+            f"text tower ({source}) does not match the text config: key {bad[0]!r} (and {len(bad) - 1} more)"
+        )
     for name, shape in expected.items():
         if tuple(state[name].shape) != tuple(shape):
-            raise ValueError(f"text tower ({source}) {name}: shape {tuple(state[name].shape)}, expected {tuple(shape)}")
+            got = tuple(state[name].shape)
+            raise ValueError(f"text tower ({source}) {name}: shape {got}, expected {tuple(shape)}")
     if TEXT_MASK_KEY in official:
         causal = torch.full(tuple(official[TEXT_MASK_KEY].shape), float("-inf")).triu_(1)
         if not torch.equal(official[TEXT_MASK_KEY], causal):
@@ -177,13 +182,19 @@ def _text_tower(
         report.checked[TEXT_MASK_KEY] = "equal to the causal mask (our non-persistent text_tower.attn_mask)"
     if from_ckpt and text_weights is not None:
         other = text_state_dict(text_weights)
-        diffs = [(state[k] - other[k]).abs().max().item() for k in state if k in other and other[k].shape == state[k].shape]
-        same = len(diffs) == len(state) and max(diffs, default=0.0) == 0.0
-        report.notes.append(
-            "--text-weights " + ("equal the checkpoint's text tower" if same else
-                                 f"DIFFER from the checkpoint's text tower (max abs diff {max(diffs, default=float('nan'))}, "
-                                 f"{len(diffs)} of {len(state)} tensors comparable); the checkpoint's is used")
-        )
+        diffs = [
+            (state[k] - other[k]).abs().max().item()
+            for k in state
+            if k in other and other[k].shape == state[k].shape
+        ]
+        worst = max(diffs, default=float("nan"))
+        if len(diffs) == len(state) and worst == 0.0:
+            report.notes.append("--text-weights equal the checkpoint's text tower")
+        else:
+            report.notes.append(
+                f"--text-weights DIFFER from the checkpoint's text tower (max abs diff {worst}, "
+                f"{len(diffs)} of {len(state)} tensors comparable); the checkpoint's is used"
+            )
     return {k: v.detach().clone().float() for k, v in state.items()}
 
 
@@ -207,7 +218,8 @@ def convert_official_model(
     from uniseg3d_model.spconv_unet_weights import official_backbone_state_dict
 
     if cls_embedding.dim() != 3:
-        raise ValueError(f"class embedding must be a (K, P, D) tensor, got shape {tuple(cls_embedding.shape)}")
+        shape = tuple(cls_embedding.shape)
+        raise ValueError(f"class embedding must be a (K, P, D) tensor, got shape {shape}")
     cfg = cfg if cfg is not None else ModelConfig.official()
     k, p, d = cls_embedding.shape
     if k != len(cfg.class_names):
@@ -235,7 +247,7 @@ def convert_official_model(
                 continue
             target = match.expand(template)
             if target not in base:
-                raise ValueError(f"{key} -> {target}: no such tensor in ModelConfig.official() with these widths")
+                raise ValueError(f"{key} -> {target}: no such tensor in the official model config")
             if base[target].shape != official[key].shape:
                 shapes = f"{tuple(official[key].shape)} vs ours {tuple(base[target].shape)}"
                 raise ValueError(f"{key} -> {target}: shape {shapes}")
