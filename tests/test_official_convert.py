@@ -50,7 +50,8 @@ def test_full_size_names_and_shapes_map_onto_official_config_exactly_once():
     with torch.device("meta"):
         sd = {k: torch.empty(s, dtype=torch.int64 if k.endswith("num_batches_tracked") else torch.float32)
               for k, s in shapes.items()}
-        cfg, state, tower, report = convert_official_model(sd, cls_embedding(0, 20, 4, 768), "convnext_large_d_320")
+        emb = cls_embedding(0, 20, 4, 768)
+        cfg, state, tower, report = convert_official_model(sd, emb, "convnext_large_d_320")
     assert len(shapes) == 626
     used = report.official_keys()
     assert sorted(used) == sorted(shapes) and len(used) == len(set(used))
@@ -112,15 +113,15 @@ def test_text_weights_supply_a_missing_tower_and_are_compared_with_a_present_one
     (lambda sd: sd.__setitem__("decoder.cls_proj.0.weight", torch.zeros(3, 3)), "cls_proj.0.weight"),
     (lambda sd: sd.__setitem__("unet.blocks.block0.conv_branch.2.weight", torch.zeros(2, 3, 3, 3, 2)),
      "unet.blocks.block0.conv_branch.2.weight"),
-    (lambda sd: sd.__setitem__("lang.text_encoder.text_attn_mask", torch.zeros(W.context_length, W.context_length)),
-     "causal"),
+    (lambda sd: sd.__setitem__("lang.text_encoder.text_attn_mask", torch.zeros(12, 12)), "causal"),
     (lambda sd: sd.__setitem__("decoder.extra_head.weight", torch.zeros(2)), "extra_head"),
 ])
 def test_checkpoint_that_does_not_fit_names_the_key(edit, match):
     official = official_state_dict(seed=0, widths=W)
     edit(official)
     with pytest.raises(ValueError, match=match):
-        convert_official_model(official, cls_embedding(0, 20, 2, W.cls_dim), text_config(), None, model_config())
+        emb = cls_embedding(0, 20, 2, W.cls_dim)
+        convert_official_model(official, emb, text_config(), None, model_config())
 
 
 CLI_W = small_widths(embed_dim=24, vocab_size=49408, context_length=77)
@@ -146,18 +147,21 @@ def test_cli_converts_everything_and_the_checkpoint_runs_on_its_own(tmp_path):
     official, src, emb, bin_path, text_cfg, cfg = _files(tmp_path)
     out, report_path = tmp_path / "uniseg3d_official.pt", tmp_path / "r.json"
     assert main([str(src), "--cls-embedding", str(emb), "--text-weights", str(bin_path), str(out),
-                 "--report", str(report_path), "--text-config", str(text_cfg), "--model-config", str(cfg)]) == 0
+                 "--report", str(report_path), "--text-config", str(text_cfg),
+                 "--model-config", str(cfg)]) == 0
     report = json.loads(report_path.read_text())
     assert report["unmapped"] == {} and report["random_init"] == []
     assert len(report["mapped"]) + len(report["checked"]) == 626
     model, meta = load_checkpoint(out)  # no text encoder given: the embedded tower is used
     assert model.cfg.postprocess == "official" and meta["text_encoder"] == "openclip:tiny_clip"
-    assert torch.equal(model.state_dict()["decoder.layers.1.ffn.0.weight"], official["decoder.ffn_layers.1.net.0.weight"])
+    ffn = model.state_dict()["decoder.layers.1.ffn.0.weight"]
+    assert torch.equal(ffn, official["decoder.ffn_layers.1.net.0.weight"])
     g = np.random.default_rng(0)
     pts = (g.random((1500, 3)) * [1.0, 0.8, 0.5]).astype(np.float32)
     sp = (np.floor(pts / 0.1) @ [100, 10, 1]).astype(np.int64)
     sp = np.unique(sp, return_inverse=True)[1]
-    scene = SceneSample(pts, g.random((1500, 3)).astype(np.float32), sp, clicks=pts[:2], texts=["the red chair"])
+    colors = g.random((1500, 3)).astype(np.float32)
+    scene = SceneSample(pts, colors, sp, clicks=pts[:2], texts=["the red chair"])
     with torch.no_grad():
         dec = model([scene])[0]
     assert dec.protocol == "official" and dec.texts().masks.shape == (1, int(sp.max()) + 1)
@@ -173,7 +177,8 @@ def test_cli_errors_name_the_argument_and_exit_2(tmp_path, capsys):
         ([str(src), out], "--cls-embedding"),
         ([str(src), out, "--cls-embedding", str(tmp_path / "nope.pth")], "nope.pth"),
         ([str(tmp_path / "missing.pth"), out, "--cls-embedding", str(emb)], "missing.pth"),
-        ([str(src), out, "--cls-embedding", str(emb), "--text-weights", str(tmp_path / "x.bin")], "--text-weights"),
+        ([str(src), out, "--cls-embedding", str(emb), "--text-weights", str(tmp_path / "x.bin")],
+         "--text-weights"),
     ]
     bad = tmp_path / "bad_emb.pth"
     torch.save(torch.zeros(20, 768), bad)
@@ -188,8 +193,9 @@ def test_cli_errors_name_the_argument_and_exit_2(tmp_path, capsys):
 
 def test_report_dataclass_round_trips_as_json():
     official = official_state_dict(seed=1, widths=W)
-    _, _, _, report = convert_official_model(official, cls_embedding(0, 20, 1, W.cls_dim), text_config(), None,
-                                             model_config())
+    emb = cls_embedding(0, 20, 1, W.cls_dim)
+    _, _, _, report = convert_official_model(official, emb, text_config(), None, model_config())
     data = json.loads(json.dumps(asdict(report)))
-    assert data["checked"] == {"lang.text_encoder.text_attn_mask": report.checked["lang.text_encoder.text_attn_mask"]}
+    key = "lang.text_encoder.text_attn_mask"
+    assert data["checked"] == {key: report.checked[key]}
     assert any("4.6052" in v for v in data["constants"].values())
