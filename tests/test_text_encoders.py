@@ -61,8 +61,10 @@ def test_hash_encoder_is_deterministic_normalised_and_lru_bounded():
     ("name", "kw", "error", "match"),
     [
         ("clip", {}, ValueError, "unknown text encoder"),
-        ("openclip:convnext_large_d_320", {}, ValueError, "weights"),
-        ("openclip:convnext_large_d_320", {"weights": "/nonexistent/x.bin"}, FileNotFoundError, "x.bin"),
+        ("openclip:convnext_large_d_320", {}, ValueError, "laion/CLIP-convnext_large_d_320"),
+        ("openclip:convnext_large_d_320", {"weights": ""}, ValueError, "open_clip_pytorch_model.bin"),
+        ("openclip:convnext_large_d_320", {"weights": "/nonexistent/x.bin"}, FileNotFoundError,
+         "'/nonexistent/x.bin' does not exist: download it from"),
         ("hash:1", {}, ValueError, "dim"),
     ],
 )
