@@ -23,14 +23,19 @@ import numpy as np
 import pytest
 import torch
 
-from tests.official_fixture import OfficialWidths, cls_embedding, official_state_dict
+from tests.official_fixture import (
+    OfficialWidths,
+    cls_embedding,
+    official_state_dict,
+    openclip_text_key_map,
+)
 from tests.official_reference import reference_predict
 from tests.official_reference_decoder import text_tower
 from tests.official_scenes import lively_state_dict, random_scene
 from uniseg3d_model import postprocess as pp
 from uniseg3d_model.clip_text import CLIPTextConfig, CLIPTextTower
 from uniseg3d_model.model import ModelConfig, UniSeg3D
-from uniseg3d_model.official_state import convert_official_model
+from uniseg3d_model.official_state import convert_official_model, text_tower_state_dict
 from uniseg3d_model.structures import SceneSample
 from uniseg3d_model.text_encoders import HashTextEncoder
 
@@ -196,3 +201,44 @@ def test_no_prompts_grid_aligned_points_and_superpoint_id_gaps(models):
     assert _close(out.final.sem_logits, ref_out["unified"]["sem_preds"])
     assert np.array_equal(pp.semantic(out, sample), ref["semantic"].numpy())
     assert np.array_equal(pp.instances(out, sample).masks, ref["instance_masks"].numpy())
+
+
+def test_text_tower_export_uses_the_open_clip_names(models):
+    sd = models[0]
+    exported = text_tower_state_dict(sd)
+    names = openclip_text_key_map(W)
+    assert set(exported) == set(names)
+    assert all(torch.equal(exported[k], sd[v]) for k, v in names.items())
+
+
+@pytest.mark.slow
+def test_full_width_model_matches_on_a_tiny_scene():
+    """The released widths (171.0M values: d_model 256, 8 heads, planes 32..160, 768-d CLIP
+    text tower and prototypes) on a 1,500-point scene; ~35 s and ~2.3 GB on 2 CPU cores."""
+    full = OfficialWidths()
+    sd = lively_state_dict(official_state_dict(0, full))
+    emb = cls_embedding(0, prototypes=2, dim=full.cls_dim)
+    cfg, state, _, report = convert_official_model(sd, emb, CLIPTextConfig(), None, None)
+    encoder = HashTextEncoder(dim=full.embed_dim)
+    model = UniSeg3D(cfg, encoder)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    scene = random_scene(seed=2, n_points=1500, extent=(0.4, 0.4, 0.3), text_dim=full.embed_dim)
+    scene.text_features = encoder.encode(TEXTS, normalize=False)
+    ref_out, ref = reference_predict(sd, scene, emb, heads=full.num_heads, text_heads=full.text_heads)
+    assert min(float(layer["masks"].abs().min()) for layer in ref_out["layers"]) > MARGIN
+    pts = scene.points
+    sample = SceneSample(points=pts[:, :3].numpy(), colors=(pts[:, 3:] / 255).numpy(),
+                         superpoints=scene.superpoints.numpy(),
+                         clicks=pts[scene.click_points, :3].numpy(), texts=list(TEXTS))
+    with torch.no_grad():
+        out = model.decode(model.encode([sample]), [sample])[0]
+    n = out.num_unified
+    u = ref_out["unified"]
+    prompts = torch.cat([ref_out["clicks"]["masks"], ref_out["texts"]["masks"]])
+    assert _close(out.final.masks, torch.cat([u["masks"], prompts]))
+    assert _close(out.final.class_logits[:n][:, THINGS + [-1]], u["cls_preds"])
+    assert _close(out.final.sem_logits[:n], u["sem_preds"])
+    assert _close(out.final.iou[:n], u["preds_iou"][:, 0])
+    assert np.array_equal(pp.semantic(out, sample), ref["semantic"].numpy())
+    assert np.array_equal(pp.interactive(out, sample), ref["interactive"].numpy())
