@@ -176,8 +176,9 @@ def _text_tower(
             got = tuple(state[name].shape)
             raise ValueError(f"text tower ({source}) {name}: shape {got}, expected {tuple(shape)}")
     if TEXT_MASK_KEY in official:
-        causal = torch.full(tuple(official[TEXT_MASK_KEY].shape), float("-inf")).triu_(1)
-        if not torch.equal(official[TEXT_MASK_KEY], causal):
+        mask = official[TEXT_MASK_KEY]
+        causal = torch.full(tuple(mask.shape), float("-inf"), device=mask.device).triu_(1)
+        if not mask.is_meta and not torch.equal(mask, causal):
             raise ValueError(f"{TEXT_MASK_KEY} is not the causal mask our text tower rebuilds")
         report.checked[TEXT_MASK_KEY] = "equal to the causal mask (our non-persistent text_tower.attn_mask)"
     if from_ckpt and text_weights is not None:
@@ -211,7 +212,8 @@ def convert_official_model(
     ``class_prototypes`` is set to P).
 
     Returns (cfg, model state dict, text tower state dict, report). Raises ValueError naming
-    the first key whose shape or presence does not fit."""
+    the first key whose shape or presence does not fit. Meta tensors are accepted (a
+    names-and-shapes check of the full-size model: run it under ``torch.device("meta")``)."""
     from uniseg3d_model.clip_text import load_text_config
     from uniseg3d_model.model import ModelConfig, UniSeg3D
     from uniseg3d_model.spconv_unet import SpconvUNetConfig
@@ -256,7 +258,10 @@ def convert_official_model(
             break
         else:
             report.unmapped[key] = "no rule: not a released-UniSeg3D tensor"
-    if CONTRASTIVE_KEY in official:
+    if CONTRASTIVE_KEY in official and official[CONTRASTIVE_KEY].is_meta:  # names/shapes-only run
+        out["contrastive_logit_scale"] = torch.empty((), device="meta")
+        report.mapped["contrastive_logit_scale"] = CONTRASTIVE_KEY
+    elif CONTRASTIVE_KEY in official:
         scale = float(official[CONTRASTIVE_KEY])
         if scale <= 0:
             raise ValueError(f"{CONTRASTIVE_KEY} must be > 0 to convert, got {scale}")
@@ -269,9 +274,8 @@ def convert_official_model(
     if text_cfg.embed_dim != d:
         raise ValueError(f"text tower embeds to {text_cfg.embed_dim}, class embedding has D = {d}")
     missing = [key for key in base if key not in out]
-    report.random_init = missing
-    for key in missing:
-        out[key] = base[key]
+    if missing:
+        raise ValueError(f"our {missing[0]!r} has no source: the checkpoint lacks it ({len(missing)} such)")
     if report.unmapped:
         first = next(iter(report.unmapped))
         raise ValueError(f"official tensor {first!r} has no destination ({len(report.unmapped)} such)")
