@@ -48,3 +48,21 @@ def test_missing_checkpoint_and_loader_errors_are_one_line(tmp_path):
 def test_a_loadable_model_passes():
     engine = load_engine_checked("random", text_encoder="hash")
     assert engine.model is not None and any("NO CHECKPOINT" in n for n in engine.notes)
+
+
+def test_default_text_encoder_is_the_checkpoints_own(tmp_path):
+    """``text_encoder:=''`` (the default) keeps the encoder the checkpoint was trained with, so a
+    checkpoint with another text width (e.g. the converted official model, 768-d) loads as is."""
+    import torch
+
+    from uniseg3d_model.checkpoint import save_checkpoint
+    from uniseg3d_model.model import ModelConfig, UniSeg3D
+    from uniseg3d_model.text_encoders import build_text_encoder
+
+    torch.manual_seed(0)
+    model = UniSeg3D(ModelConfig.small(), build_text_encoder("hash:24"))
+    path = save_checkpoint(tmp_path / "hash24.pt", model)
+    engine = load_engine_checked(str(path))
+    assert engine.model.text_encoder.name == "hash:24"
+    with pytest.raises(ModelLoadError, match="'hash:16' gives 16-d"):  # an explicit other one replaces it
+        load_engine_checked(str(path), text_encoder="hash:16")

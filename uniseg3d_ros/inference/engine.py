@@ -382,13 +382,14 @@ def default_checkpoint() -> Path:
 def load_engine(
     checkpoint: str = "",
     device: str = "cpu",
-    text_encoder: str = "minilm",
+    text_encoder: str = "",
     cfg: EngineConfig | None = None,
     text_encoder_weights: str = "",
 ) -> InferenceEngine:
     """Build the engine: ``checkpoint`` ('' = :func:`default_checkpoint` when present, else a
     randomly initialised ``ModelConfig.small()`` model, reported in ``engine.notes``; 'random'
-    asks for that random model explicitly, e.g. for tests).
+    asks for that random model explicitly, e.g. for tests). ``text_encoder`` '' = the checkpoint's
+    own encoder ('minilm' for the untrained model); another name replaces it.
     Raises ``FileNotFoundError`` for a named checkpoint that does not exist."""
     import torch
 
@@ -415,7 +416,8 @@ def load_engine(
         from uniseg3d_model.model import ModelConfig, UniSeg3D
         from uniseg3d_model.text_encoders import build_text_encoder
 
-        encoder = build_text_encoder(text_encoder, **_encoder_kw(text_encoder, text_encoder_weights))
+        name = text_encoder or "minilm"
+        encoder = build_text_encoder(name, **_encoder_kw(name, text_encoder_weights))
         torch.manual_seed(0)  # the same random model in every process (tests compare node and engine)
         model = UniSeg3D(ModelConfig.small(), encoder).to(device)
         why = "checkpoint 'random' requested" if path is None else f"{path} is missing"

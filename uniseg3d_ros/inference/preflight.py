@@ -12,7 +12,13 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from uniseg3d_ros.inference.engine import RANDOM_MODEL, EngineConfig, InferenceEngine, load_engine
+from uniseg3d_ros.inference.engine import (
+    RANDOM_MODEL,
+    EngineConfig,
+    InferenceEngine,
+    default_checkpoint,
+    load_engine,
+)
 
 __all__ = ["ModelLoadError", "check_device", "check_text_encoder", "load_engine_checked"]
 
@@ -80,10 +86,27 @@ def check_text_encoder(name: str, weights: str = "") -> None:
         )
 
 
+def checkpoint_text_encoder(checkpoint: str) -> str | None:
+    """The text encoder the checkpoint the node will load was trained with (None: no checkpoint,
+    i.e. the untrained model). An OpenCLIP checkpoint converted from the official release embeds
+    its text tower, so only its name matters here."""
+    if checkpoint == RANDOM_MODEL:
+        return None
+    path = Path(checkpoint).expanduser() if checkpoint else default_checkpoint()
+    if path is None or not path.is_file():
+        return None
+    from uniseg3d_model.checkpoint import read_checkpoint
+
+    try:
+        return str(read_checkpoint(path).get("text_encoder", ""))
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the load itself
+        return None
+
+
 def load_engine_checked(
     checkpoint: str = "",
     device: str = "cpu",
-    text_encoder: str = "minilm",
+    text_encoder: str = "",
     cfg: EngineConfig | None = None,
     text_encoder_weights: str = "",
 ) -> InferenceEngine:
@@ -91,7 +114,11 @@ def load_engine_checked(
     (checks or the load itself) is a :class:`ModelLoadError` with a one-line message."""
     check_checkpoint(checkpoint)
     check_device(device)
-    check_text_encoder(text_encoder, text_encoder_weights)
+    own = checkpoint_text_encoder(checkpoint)
+    if own is None or (text_encoder and text_encoder != own):  # an encoder built from its name
+        check_text_encoder(text_encoder or "minilm", text_encoder_weights)
+    elif own == "minilm":  # the checkpoint's own encoder needs its package too
+        check_text_encoder(own)
     try:
         return load_engine(checkpoint, device, text_encoder, cfg, text_encoder_weights)
     except Exception as exc:  # noqa: BLE001 - whatever the loader raised, report it in one line

@@ -109,8 +109,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("device", "cpu", "torch device for inference ('cpu', 'cuda', 'cuda:1')."),
     ParameterSpec(
         "text_encoder",
-        "minilm",
-        "Text encoder: 'minilm' (offline), 'openclip:<model>' (+ weights) or 'hash' (tests).",
+        "",
+        "Text encoder: '' = the checkpoint's own (minilm for the untrained model), 'minilm' (offline), "
+        "'openclip:<model>' (+ weights) or 'hash' (tests).",
     ),
     ParameterSpec("text_encoder_weights", "", "Local weights file for an 'openclip:<model>' text encoder."),
     ParameterSpec("score_threshold", 0.3, "Default minimum instance score.", low=0.0, high=1.0),
@@ -218,7 +219,7 @@ class NodeParams:
     tf_timeout: float = 0.05
     checkpoint: str = ""
     device: str = "cpu"
-    text_encoder: str = "minilm"
+    text_encoder: str = ""
     text_encoder_weights: str = ""
     score_threshold: float = 0.3
     top_k: int = 1
