@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from tests.scannet_scenes import write_processed
-from training.evaluate import PAPER, Evaluation, default_protocol, format_table
+from training.evaluate import PAPER, Evaluation, default_protocol, format_table, is_scannet_val
 from uniseg3d_model.data.dataset import ScanNetDataset
 from uniseg3d_model.data.labels import (
     SCANNET20_CLASSES,
@@ -155,6 +155,11 @@ def test_table_lists_every_task_and_the_paper_numbers_as_fractions() -> None:
     assert "Open-vocab AP" in table and "0.100 / - / -" in table
     assert "NOT comparable" not in table
     assert PAPER["interactive_ap"] == pytest.approx(0.541)
+
+
+def test_generated_scene_ids_are_not_scannet_val() -> None:
+    assert not is_scannet_val([f"scene{i:04d}_00" for i in range(312)])  # right count, wrong scenes
+    assert not is_scannet_val(["scene0011_00"])
 
 
 def test_table_marks_the_paper_column_when_not_comparable() -> None:

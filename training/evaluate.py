@@ -35,6 +35,7 @@ OV AP              ScanNet200 instance AP (198 thing classes), the 200 names as 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -79,6 +80,14 @@ PAPER_PERCENT = {"pq": 71.3, "miou": 76.3, "ap": 59.1, "interactive_ap": 54.1, "
 PAPER = {k: v / 100 for k, v in PAPER_PERCENT.items()}
 #: ScanNet v2 validation scenes: the paper's numbers are over all of them
 SCANNET_VAL_SCENES = 312
+#: sha256 of the sorted ScanNet v2 val scene ids joined by newlines (scannetv2_val.txt)
+SCANNET_VAL_SHA256 = "c04425d97dcea788f68a05c87a38d91bec6f8b4f93220044fb7c80e426e63bd5"
+
+
+def is_scannet_val(scene_ids: list[str]) -> bool:
+    """True when ``scene_ids`` are exactly the 312 ScanNet v2 validation scenes."""
+    digest = hashlib.sha256("\n".join(sorted(scene_ids)).encode()).hexdigest()
+    return len(scene_ids) == SCANNET_VAL_SCENES and digest == SCANNET_VAL_SHA256
 
 
 @dataclass(frozen=True)
@@ -270,14 +279,14 @@ def evaluate(model: torch.nn.Module, data: str | Path, split: str = "val", max_s
     result = ev.result()
     result["num_scenes"] = count
     result["paper"] = dict(PAPER)
-    result["paper_comparable"] = bool(protocol == "official" and split == "val"
-                                      and count == SCANNET_VAL_SCENES)
+    result["paper_comparable"] = bool(protocol == "official" and is_scannet_val(closed.scene_ids[:count]))
     return result
 
 
 def format_table(summary: dict[str, float], comparable: bool = False, note: str = "") -> str:
     """The headline numbers (fractions) next to the paper's (as fractions). Unless
-    ``comparable``, the paper column is marked and a footnote says why it is not comparable."""
+    ``comparable`` (official protocol on exactly the ScanNet v2 val scenes), the paper column is
+    marked and a footnote says why it is not comparable."""
     rows = [
         ("Panoptic PQ", "pq"), ("Semantic mIoU", "miou"), ("Instance AP", "ap"), ("Instance AP50", "ap50"),
         ("Interactive AP", "interactive_ap"), ("Referring mIoU", "referring_miou"),
