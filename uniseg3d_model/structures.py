@@ -19,7 +19,7 @@ Shapes (N points, S superpoints, I instances, K clicks, T sentences):
     vocabulary   optional list[str]: class names for open-vocabulary classification;
                  None means the classes the model was trained on.
 
-The model voxelizes ``points`` itself (DESIGN.md: 2 cm), so a batch is simply
+The model voxelizes ``points`` itself (``ModelConfig.voxel_size``, 2 cm), so a batch is simply
 ``list[SceneSample]`` (see :func:`collate_scenes`).
 """
 
