@@ -225,3 +225,23 @@ def test_cli_unreadable_checkpoint_exits_2(processed: Path, tmp_path: Path, caps
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--checkpoint" in err[0]
+
+
+def test_cli_scores_an_official_model_with_the_official_protocol_by_default(processed: Path, tmp_path: Path,
+                                                                            capsys) -> None:
+    from training.evaluate import main
+    from uniseg3d_model.checkpoint import save_checkpoint
+    from uniseg3d_model.model import ModelConfig, UniSeg3D
+    from uniseg3d_model.text_encoders import build_text_encoder
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.official(spconv={"in_channels": 6, "planes": (8, 12)}, d_model=16, num_heads=2,
+                               ffn_dim=32, num_layers=2)
+    ckpt = save_checkpoint(tmp_path / "official.pt", UniSeg3D(cfg, build_text_encoder("hash:24")))
+    out = tmp_path / "res.json"
+    main(["--checkpoint", str(ckpt), "--data", str(processed), "--out", str(out),
+          "--min-region-size", str(MIN_REGION), "--ov-classes", "chair", "table"])
+    assert "protocol official" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["protocol"] == "official"
+    assert all(v is None or 0.0 <= v <= 1.0 for v in result["summary"].values())
