@@ -32,7 +32,7 @@ $(DEPS): Makefile requirements/base.txt requirements/ros-build.txt requirements/
 	$(PIP) install -q $(CONSTRAIN) --no-deps --no-build-isolation -e .
 	touch $@
 
-$(MSGS): $(DEPS) scripts/build_msgs.sh msg/CMakeLists.txt msg/package.xml $(wildcard msg/msg/*.msg msg/srv/*.srv)
+$(MSGS): $(DEPS) scripts/build_msgs.sh msg/CMakeLists.txt msg/package.xml $(wildcard msg/msg/*.msg msg/srv/*.srv msg/action/*.action)
 	bash scripts/build_msgs.sh
 	touch $@
 

@@ -22,7 +22,7 @@ die() { echo "build_msgs.sh: error: $*" >&2; exit 1; }
 
 [ -x "$PY" ] || die "no Python at $PY; run 'make setup' (or set VENV=...)"
 [ -f "$ROOT/msg/package.xml" ] || die "no interface package at $ROOT/msg"
-for share in rosidl_default_generators ament_cmake geometry_msgs sensor_msgs std_msgs builtin_interfaces; do
+for share in rosidl_default_generators ament_cmake geometry_msgs sensor_msgs std_msgs builtin_interfaces action_msgs unique_identifier_msgs; do
   [ -d "$VENV/share/$share" ] || die "$VENV/share/$share is missing; install requirements/ros-build.txt and requirements/base.txt"
 done
 
@@ -88,6 +88,6 @@ echo "build_msgs.sh: building uniseg3d_msgs ($JOBS jobs)"
 # Smoke check: the generated Python package imports with the run-time env.
 # shellcheck source=scripts/env.sh
 . "$ROOT/scripts/env.sh"
-"$PY" -c 'from uniseg3d_msgs.msg import InstanceResult; from uniseg3d_msgs.srv import Segment; InstanceResult(); Segment.Request()' \
+"$PY" -c 'from uniseg3d_msgs.msg import InstanceResult; from uniseg3d_msgs.srv import Segment; from uniseg3d_msgs.action import Segment as SegmentAction; InstanceResult(); Segment.Request(); SegmentAction.Goal()' \
   || die "the installed uniseg3d_msgs does not import (see above)"
 echo "build_msgs.sh: uniseg3d_msgs installed in $PREFIX"

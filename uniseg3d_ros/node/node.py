@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from geometry_msgs.msg import PoseStamped
+from geometry_msgs.msg import PointStamped, PoseStamped
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
@@ -32,10 +32,12 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
+from uniseg3d_msgs.msg import ClassVocabulary
 from uniseg3d_msgs.srv import Interactive, OpenVocab, Refer, SaveMap, Segment
 from visualization_msgs.msg import MarkerArray
 
-from uniseg3d_ros.inference.engine import EngineConfig, InferenceEngine, QueryResult, load_engine
+from uniseg3d_ros.inference.engine import EngineConfig, InferenceEngine, QueryResult
+from uniseg3d_ros.inference.preflight import ModelLoadError, load_engine_checked
 from uniseg3d_ros.mapping.frames import (
     PoseBuffer,
     PoseResolver,
@@ -50,7 +52,11 @@ from uniseg3d_ros.mapping.rgbd import depth_to_points
 from uniseg3d_ros.mapping.rgbd_sync import RGBDSynchronizer, SyncedFrame, image_to_array
 from uniseg3d_ros.mapping.scene_map import SceneMap
 from uniseg3d_ros.node import params as params_mod
+from uniseg3d_ros.node.actions import create_segment_action
+from uniseg3d_ros.node.clicks import on_clicked_point
+from uniseg3d_ros.node.diagnostics import DiagnosticsPublisher
 from uniseg3d_ros.node.markers import build_markers, to_marker_array
+from uniseg3d_ros.node.object_topics import ObjectTracking
 from uniseg3d_ros.node.services import ServiceHandlers
 
 NODE_NAME = "uniseg3d_node"
@@ -70,14 +76,52 @@ COUNTERS = (
     "no_pose",
     "pose_wrong_frame",
     "srv_errors",
+    "inactive_dropped",
 )
 
 
-class UniSeg3DNode(ServiceHandlers, Node):
+class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
+    """The plain node: parameters, model, then every topic/service (``build``). A model that cannot
+    load raises :class:`ModelLoadError` (``main`` exits 2 with its one-line reason). The managed
+    variant (node/lifecycle.py) runs the same steps from its lifecycle transitions."""
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.p = params_mod.declare(self)
+        self.active = True  # the managed node starts inactive
+        self.engine = self.load_model()
+        self.build()
+        self.get_logger().info(
+            f"ready: input_mode={self.p.input_mode} pose_source={self.resolver.active_source()} "
+            f"fixed_frame={self.p.fixed_frame} voxel_size={self.p.voxel_size}"
+        )
+
+    def load_model(self) -> InferenceEngine:
+        """The inference engine, or :class:`ModelLoadError` with a one-line reason."""
         p = self.p
+        engine = load_engine_checked(
+            p.checkpoint,
+            p.device,
+            p.text_encoder,
+            EngineConfig(
+                score_threshold=p.score_threshold,
+                top_k=p.top_k,
+                max_instances=p.max_instances,
+                nms_iou=p.nms,
+                max_click_distance=p.max_click_distance,
+            ),
+            p.text_encoder_weights,
+        )
+        for note in engine.notes:
+            log = self.get_logger().warning if note.startswith("NO CHECKPOINT") else self.get_logger().info
+            log(note)
+        return engine
+
+    def build(self) -> None:
+        """Create the map, the queues and every subscription, publisher, service and timer."""
+        p = self.p
+        self.engine_error = ""
+        self.inference_lock = threading.Lock()  # the engine is not thread-safe (services, action, clicks)
         self.counters: Counter[str] = Counter({k: 0 for k in COUNTERS})
         self._count_lock = threading.Lock()
         self._warned: set[str] = set()
@@ -136,30 +180,20 @@ class UniSeg3DNode(ServiceHandlers, Node):
         self.pub_map = self.create_publisher(PointCloud2, "~/map_cloud", 1)
         self.pub_stats = self.create_publisher(String, "~/stats", 10)
 
-        self.engine: InferenceEngine | None = None
-        self.engine_error = ""
-        try:
-            self.engine = load_engine(
-                p.checkpoint,
-                p.device,
-                p.text_encoder,
-                EngineConfig(
-                    score_threshold=p.score_threshold,
-                    top_k=p.top_k,
-                    max_instances=p.max_instances,
-                    nms_iou=p.nms,
-                    max_click_distance=p.max_click_distance,
-                ),
-                p.text_encoder_weights,
-            )
-            for note in self.engine.notes:
-                log = (
-                    self.get_logger().warning if note.startswith("NO CHECKPOINT") else self.get_logger().info
-                )
-                log(note)
-        except Exception as exc:  # noqa: BLE001 - any load failure leaves the node up, services say why
-            self.engine_error = f"model not loaded: {type(exc).__name__}: {exc}"
-            self.get_logger().error(self.engine_error)
+        self.build_objects()
+        self.pub_segmented_classes = self.create_publisher(ClassVocabulary, "~/segmented_classes", latched)
+        self.pub_open_vocab = self.create_publisher(PointCloud2, "~/open_vocab_cloud", latched)
+        self.pub_open_vocab_classes = self.create_publisher(ClassVocabulary, "~/open_vocab_classes", latched)
+        self.last_segment_ms = -1.0
+        self.diagnostics = DiagnosticsPublisher(self)
+        create_segment_action(self)
+        self.create_subscription(
+            PointStamped,
+            p.clicked_point_topic,
+            partial(on_clicked_point, self),
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE),
+            callback_group=self.service_group,
+        )
 
         services = [
             (Segment, "segment", self._srv_segment),
@@ -180,10 +214,6 @@ class UniSeg3DNode(ServiceHandlers, Node):
             self.create_timer(1.0 / p.map_publish_rate, self._publish_map, callback_group=self.output_group)
         if p.stats_period > 0:
             self.create_timer(p.stats_period, self.publish_stats, callback_group=self.output_group)
-        self.get_logger().info(
-            f"ready: input_mode={p.input_mode} pose_source={self.resolver.active_source()} "
-            f"fixed_frame={p.fixed_frame} voxel_size={p.voxel_size}"
-        )
 
     # ------------------------------------------------------------------ bookkeeping
     def count(self, key: str, n: int = 1) -> None:
@@ -217,6 +247,9 @@ class UniSeg3DNode(ServiceHandlers, Node):
 
     # ------------------------------------------------------------------ inputs
     def _on_pose(self, header: Any, pose: Any) -> None:
+        if not self.active:
+            self.count("inactive_dropped")
+            return
         if header.frame_id.lstrip("/") != self.p.fixed_frame.lstrip("/"):
             self.count("pose_wrong_frame")
             self.warn_once(
@@ -277,6 +310,9 @@ class UniSeg3DNode(ServiceHandlers, Node):
             self._last_stamp = max(self._last_stamp, stamp)
 
     def _on_cloud(self, msg: PointCloud2) -> None:
+        if not self.active:
+            self.count("inactive_dropped")
+            return
         self.count("clouds")
         try:
             points, colors = cloud_to_arrays(msg)
@@ -290,6 +326,9 @@ class UniSeg3DNode(ServiceHandlers, Node):
             )
 
     def _on_rgbd(self, stream: str, msg: Any) -> None:
+        if not self.active:
+            self.count("inactive_dropped")
+            return
         self.count(f"{stream}_msgs")
         with self._sensor_lock:
             frame = self.sync.add(stream, stamp_to_sec(msg.header.stamp), msg)
@@ -337,12 +376,29 @@ class UniSeg3DNode(ServiceHandlers, Node):
             self._header(), result.points, result.colors, label, instance, msg_factory=PointCloud2
         )
 
-    def publish_result(self, result: QueryResult) -> None:
+    def publish_result(self, result: QueryResult, query: str = "") -> None:
+        """Markers, then the labelled cloud with its vocabulary: open-vocabulary results on
+        ``~/open_vocab_cloud`` + ``~/open_vocab_classes`` (labels index the request's class names),
+        every other query on ``~/segmented_cloud`` + ``~/segmented_classes`` (the model's classes)."""
         specs = build_markers(
             result.instances, result.points, max_points=self.p.max_marker_points, point_size=self.p.voxel_size
         )
         self.pub_markers.publish(to_marker_array(specs, self.p.fixed_frame, stamp_msg(self._last_stamp)))
-        self.pub_segmented.publish(self._segmented(result))
+        query = query or result.query
+        if query == "open_vocab":
+            cloud_pub, classes_pub = self.pub_open_vocab, self.pub_open_vocab_classes
+        else:
+            cloud_pub, classes_pub = self.pub_segmented, self.pub_segmented_classes
+        cloud = self._segmented(result)
+        vocab = ClassVocabulary(
+            header=cloud.header,
+            cloud_topic=cloud_pub.topic_name,
+            query=query,
+            map_version=max(0, int(result.map_version)),
+            class_names=list(result.class_names),
+        )
+        classes_pub.publish(vocab)
+        cloud_pub.publish(cloud)
 
 
 def _qos_kwargs(profile: QoSProfile) -> dict[str, Any]:
@@ -369,8 +425,8 @@ def main(args: list[str] | None = None) -> None:
     rclpy.init(args=args)
     try:
         node = UniSeg3DNode()
-    except (ValueError, InvalidParameterTypeException, InvalidParameterValueException) as exc:
-        # invalid parameters: say which, exit non-zero
+    except (ValueError, InvalidParameterTypeException, InvalidParameterValueException, ModelLoadError) as exc:
+        # invalid parameters or a model that cannot load: say which, exit non-zero
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
         rclpy.try_shutdown()
         raise SystemExit(2) from exc

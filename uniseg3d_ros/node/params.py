@@ -147,6 +147,29 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         low=1,
         high=10_000_000,
     ),
+    ParameterSpec(
+        "diagnostics_period", 1.0, "/diagnostics publish period [s]; 0 = off.", low=0.0, high=3600.0
+    ),
+    ParameterSpec(
+        "clicked_point_topic",
+        "clicked_point",
+        "geometry_msgs/PointStamped clicks (RViz Publish Point) answered with an interactive segmentation.",
+    ),
+    # persistent objects
+    ParameterSpec(
+        "objects_min_overlap",
+        0.5,
+        "Voxel overlap |a & b| / min(|a|, |b|) that links a new instance to a known object.",
+        low=0.01,
+        high=1.0,
+    ),
+    ParameterSpec(
+        "objects_retire_after",
+        3,
+        "Consecutive segmentations missing an object before it is retired.",
+        low=1,
+        high=1000,
+    ),
 )
 
 SPECS: dict[str, ParameterSpec] = {s.name: s for s in PARAMETERS}
@@ -192,6 +215,10 @@ class NodeParams:
     map_publish_rate: float = 1.0
     stats_period: float = 1.0
     max_marker_points: int = 50000
+    diagnostics_period: float = 1.0
+    clicked_point_topic: str = "clicked_point"
+    objects_min_overlap: float = 0.5
+    objects_retire_after: int = 3
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> NodeParams:

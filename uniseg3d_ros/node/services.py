@@ -32,6 +32,7 @@ def instance_msgs(result: QueryResult) -> list[InstanceResult]:
             label=inst.label,
             score=float(inst.score),
             point_count=int(inst.point_count),
+            object_id=int(getattr(inst, "object_id", -1)),
         )
         m.centroid = Point(**dict(zip("xyz", map(float, inst.centroid))))
         m.bbox_min = Point(**dict(zip("xyz", map(float, inst.bbox_min))))
@@ -50,6 +51,10 @@ class ServiceHandlers:
 
         def call(request: Any, response: Any) -> Any:
             self.count(f"srv_{name}")
+            if not self.active:
+                response.success, response.message = False, "node is inactive (lifecycle): activate it first"
+                self.count(f"srv_{name}_failed")
+                return response
             try:
                 response = handler(request, response)
             except Exception as exc:  # noqa: BLE001 - a service must answer, whatever happened
@@ -70,7 +75,12 @@ class ServiceHandlers:
         if self.engine is None:
             response.success, response.message = False, self.engine_error or "model not loaded"
             return None
-        result: QueryResult = run(self.engine, self._snapshot())
+        with self.inference_lock:
+            snapshot = self._snapshot()
+            result: QueryResult = run(self.engine, snapshot)
+            if result.success:
+                result = self.track_objects(result, snapshot) if result.query == "segment" else result
+                self.name_objects(result, snapshot)
         response.success, response.message = result.success, result.message
         response.header = self._header()
         response.latency_ms = float(result.latency_ms)
@@ -78,8 +88,11 @@ class ServiceHandlers:
             response.instances = instance_msgs(result)
         return result
 
-    def _srv_segment(self, req: Segment.Request, resp: Segment.Response) -> Segment.Response:
-        result = self._query(resp, lambda e, s: e.segment(s, float(req.score_threshold)))
+    def _srv_segment(self, req: Segment.Request, resp: Segment.Response, progress: Any = None) -> Any:
+        """Also the action's body (``resp`` a Segment action Result, ``progress`` its feedback)."""
+        result = self._query(resp, lambda e, s: e.segment(s, float(req.score_threshold), progress=progress))
+        if result is not None:
+            self.last_segment_ms = float(result.latency_ms)
         if result is not None and result.success:
             resp.class_names = list(result.class_names)
             resp.num_points = len(result.points)
@@ -139,18 +152,24 @@ class ServiceHandlers:
             self.sync.clear()
             self.waiting.clear()
         if self.engine is not None:
-            self.engine.invalidate()
+            with self.inference_lock:
+                self.engine.invalidate()
+        self.clear_objects()
         self.pub_markers.publish(to_marker_array(build_markers([], np.zeros((0, 3))), self.p.fixed_frame))
         resp.success, resp.message = True, f"cleared {n} voxels"
         return resp
 
     def _auto_segment(self) -> None:
-        if self.engine is None:
+        if self.engine is None or not self.active:
             return
-        snap = self._snapshot()
-        if len(snap.points) == 0:
-            return
-        result = self.engine.segment(snap)
+        with self.inference_lock:
+            snap = self._snapshot()
+            if len(snap.points) == 0:
+                return
+            result = self.engine.segment(snap)
+            if result.success:
+                result = self.track_objects(result, snap)
+        self.last_segment_ms = float(result.latency_ms)
         if result.success:
             self.publish_result(result)
         else:
