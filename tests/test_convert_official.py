@@ -87,7 +87,7 @@ def test_converted_state_dict_loads_strict_and_carries_official_tensors(model):
     }
     for ours, theirs in pairs.items():
         assert report.mapped[ours] == theirs and torch.equal(sd[ours], official[theirs])
-    assert torch.allclose(sd["decoder.logit_scale"], torch.tensor(math.log(100.0)))
+    assert sd["decoder.logit_scale"].item() == pytest.approx(4.6052)  # official exp(4.6052), not ln 100
     assert not sd["decoder.no_object.weight"].any() and not sd["query_builder.click_pe.linear.weight"].any()
     assert torch.allclose(sd["contrastive_logit_scale"], torch.tensor(math.log(2.0)))
 

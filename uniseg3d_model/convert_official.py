@@ -42,8 +42,8 @@ official (legacy mapping)                              ours
 ``criterion.contrastive_criterion.logit_scale`` = s    ``contrastive_logit_scale`` = log(s)
 =====================================================  ==========================================
 
-Legacy constants: ``decoder.logit_scale`` = ln 100, ``decoder.no_object`` = 0,
-``query_builder.click_pe.linear`` = 0. User errors (missing file, wrong shapes, a checkpoint that
+Legacy constants: ``decoder.logit_scale`` = 4.6052 (the official exp(4.6052) = 100.003),
+``decoder.no_object`` = 0, ``query_builder.click_pe.linear`` = 0. User errors (missing file, wrong shapes, a checkpoint that
 is not UniSeg3D) print one line naming the file or argument and exit with status 2.
 """
 
@@ -60,6 +60,7 @@ from typing import Any
 
 import torch
 
+from uniseg3d_model.decoder import OFFICIAL_LOGIT_SCALE
 from uniseg3d_model.official_state import text_tower_state_dict as official_text_tower
 
 _ATTN = r"(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)"
@@ -99,7 +100,7 @@ UNMAPPED_REASONS: list[tuple[str, str]] = [
 
 #: our tensors set to constants that reproduce the official model's fixed behaviour
 SYNTHESIZED: dict[str, tuple[float, str]] = {
-    "decoder.logit_scale": (math.log(100.0), "official class logit scale is a fixed buffer, ln(100)"),
+    "decoder.logit_scale": (OFFICIAL_LOGIT_SCALE, "official class logit scale, the constant exp(4.6052)"),
     "decoder.no_object.weight": (0.0, "official background prototype is a zero vector: logit 0"),
     "decoder.no_object.bias": (0.0, "official background prototype is a zero vector: logit 0"),
     "query_builder.click_pe.linear.weight": (0.0, "official click queries have no positional encoding"),

@@ -25,6 +25,9 @@ from torch import nn
 from uniseg3d_model.encoding import LayerPrediction
 from uniseg3d_model.official_heads import OfficialHeads
 
+#: the official class-logit scale is exp(4.6052) = 100.003 (query_decoder.py); ours is learned, capped there
+OFFICIAL_LOGIT_SCALE = 4.6052
+
 
 def _mlp(dims: list[int], final_act: bool = False) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -163,7 +166,7 @@ class UnifiedDecoder(nn.Module):
         weights = (masks.detach() > 0).to(mask_feats.dtype)
         pooled = (weights @ mask_feats) / weights.sum(1, keepdim=True).clamp_min(1.0)
         cls_embed = F.normalize(self.class_proj(self.pool_proj(pooled) + q), dim=-1)
-        scale = self.logit_scale.clamp(max=math.log(100.0)).exp()
+        scale = self.logit_scale.clamp(max=OFFICIAL_LOGIT_SCALE).exp()
         class_logits = torch.cat([scale * cls_embed @ class_embeddings.t(), self.no_object(q)], dim=1)
         scores = self.score_head(q).squeeze(1)
         return LayerPrediction(masks, class_logits, scores, F.normalize(q, dim=-1))
