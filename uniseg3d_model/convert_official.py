@@ -44,7 +44,8 @@ official (legacy mapping)                              ours
 
 Legacy constants: ``decoder.logit_scale`` = 4.6052 (the official exp(4.6052) = 100.003),
 ``decoder.no_object`` = 0, ``query_builder.click_pe.linear`` = 0. User errors (missing file,
-wrong shapes, a checkpoint that is not UniSeg3D) print one line naming the file or argument and exit with status 2.
+wrong shapes, a checkpoint that is not UniSeg3D) print one line naming the file or argument and
+exit with status 2.
 """
 
 from __future__ import annotations
