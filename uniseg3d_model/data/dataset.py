@@ -100,16 +100,17 @@ class ScanNetDataset:
     ``augment``: training augmentation (:class:`AugmentConfig`) and random prompt sampling;
     without it the clicks/sentences are deterministic. ``label_set``: ``"scannet20"`` or
     ``"scannet200"`` (the latter sets ``vocabulary`` to the 200 class names).
-    ``click_mode`` / ``text_mode``: see :mod:`.prompts` (defaults: the official recipe).
+    ``click_mode`` / ``text_mode``: see :mod:`.prompts` (defaults: the official recipe);
+    ``use_pseudo_masks=False`` drops the stand-in pseudo masks.
     """
 
     def __init__(self, root: str | Path, split: str, augment: bool = False, num_clicks: int | None = 8,
                  num_texts: int | None = 4, label_set: str = "scannet20", seed: int = 0,
                  augment_cfg: AugmentConfig | None = None, vocabulary: list[str] | None = None,
                  scenes: list[str] | None = None, click_mode: str = "official",
-                 text_mode: str = "per_object") -> None:
+                 text_mode: str = "per_object", use_pseudo_masks: bool = True) -> None:
         check_prompt_args(label_set, num_clicks, num_texts, click_mode, text_mode)
-        self.root, self.split = Path(root), split
+        self.root, self.split, self.use_pseudo_masks = Path(root), split, use_pseudo_masks
         folder = self.root / split
         if not folder.is_dir():
             raise FileNotFoundError(f"processed split folder not found: {folder}")
@@ -141,7 +142,10 @@ class ScanNetDataset:
     def __getitem__(self, index: int) -> SceneSample:
         path = self.files[index]
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
-        return make_sample(load_processed(path), self.referring.get(path.stem, []), self.label_set, rng,
+        data = load_processed(path)
+        if not self.use_pseudo_masks:
+            data.pop("pseudo_masks", None)
+        return make_sample(data, self.referring.get(path.stem, []), self.label_set, rng,
                            self.augment_cfg, self.num_clicks, self.num_texts, path.stem, self.vocabulary,
                            self.click_mode, self.text_mode)
 
