@@ -187,7 +187,9 @@ class LossModule(torch.nn.Module):
 
 
 class MetricsLog:
-    """``metrics.csv``: one row per logged step; columns fixed by the first row (base + loss terms)."""
+    """``metrics.csv``: one row per logged step: base columns + every loss term seen so far (a term
+    that first appears later, e.g. a distillation term once every object is matched, adds a column
+    and the file is rewritten once with it; earlier rows leave it empty)."""
 
     def __init__(self, path: Path, resume_step: int) -> None:
         self.path, self.columns = path, None
@@ -207,6 +209,15 @@ class MetricsLog:
             self.columns = list(BASE_COLUMNS) + sorted(k for k in row if k not in BASE_COLUMNS)
             with self.path.open("w", newline="") as fh:
                 csv.DictWriter(fh, self.columns).writeheader()
+        new = sorted(k for k in row if k not in self.columns)
+        if new:
+            with self.path.open(newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            self.columns = list(BASE_COLUMNS) + sorted({*self.columns, *new} - set(BASE_COLUMNS))
+            with self.path.open("w", newline="") as fh:
+                w = csv.DictWriter(fh, self.columns)
+                w.writeheader()
+                w.writerows(rows)
         with self.path.open("a", newline="") as fh:
             csv.DictWriter(fh, self.columns, extrasaction="ignore").writerow(row)
 
