@@ -237,8 +237,11 @@ def test_cli_writes_a_loadable_checkpoint_report_and_text_tower(tmp_path, model)
         assert torch.equal(via_official, via_open_clip)
 
 
-def test_cli_rejects_non_uniseg3d_checkpoint(tmp_path):
+def test_cli_rejects_non_uniseg3d_checkpoint_with_one_line_and_exit_2(tmp_path, capsys):
     src = tmp_path / "other.pth"
     torch.save({"state_dict": {"backbone.weight": torch.zeros(2)}}, src)
-    with pytest.raises(ValueError, match="cls_proj"):
+    with pytest.raises(SystemExit) as exc:
         main([str(src), str(tmp_path / "out.pt")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "cls_proj" in err and str(src) in err
+    assert len(err.strip().splitlines()) == 1

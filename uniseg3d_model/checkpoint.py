@@ -9,6 +9,12 @@ Format (``torch.save`` of a plain dict, loadable with ``weights_only=True``)::
     text_encoder    str, the ``build_text_encoder`` name (e.g. "minilm")
     text_dim        int, the text embedding size the model was built for
     extra           dict, free-form (training step, metrics, ...)
+    text_tower      optional dict: an embedded frozen OpenCLIP text tower (converted official
+                    checkpoints: the released model carries its CLIP text tower), with
+                    ``model`` (open_clip model name), ``config`` (CLIPTextConfig fields) and
+                    ``state_dict`` (open_clip key names). When present and no text encoder is
+                    passed, :func:`load_checkpoint` builds the encoder from it (no weights
+                    file needed; the CLIP BPE vocabulary comes from the open-clip-torch package).
 """
 
 from __future__ import annotations
@@ -34,8 +40,14 @@ def text_encoder_name(encoder: Any) -> str:
     return name
 
 
-def save_checkpoint(path: str | Path, model: UniSeg3D, extra: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` to ``path`` atomically (temp file + rename). Returns the path."""
+def save_checkpoint(
+    path: str | Path,
+    model: UniSeg3D,
+    extra: dict[str, Any] | None = None,
+    text_tower: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` to ``path`` atomically (temp file + rename); ``text_tower`` embeds a text
+    tower (see the module docstring). Returns the path."""
     path = Path(path)
     payload = {
         "format_version": CHECKPOINT_VERSION,
@@ -46,6 +58,11 @@ def save_checkpoint(path: str | Path, model: UniSeg3D, extra: dict[str, Any] | N
         "text_dim": int(model.text_encoder.dim),
         "extra": dict(extra or {}),
     }
+    if text_tower is not None:
+        missing = {"model", "config", "state_dict"} - set(text_tower)
+        if missing:
+            raise ValueError(f"text_tower lacks {sorted(missing)}")
+        payload["text_tower"] = dict(text_tower)
     return atomic_torch_save(payload, path)
 
 
@@ -94,12 +111,19 @@ def load_checkpoint(
 ) -> tuple[UniSeg3D, dict[str, Any]]:
     """Rebuild the model (and its text encoder via ``build_text_encoder`` unless one is given)
     from ``path``; returns ``(model in eval mode on device, meta)`` where ``meta`` holds every
-    checkpoint entry except the state dict."""
+    checkpoint entry except the state dict and an embedded text tower."""
     data = read_checkpoint(path)
     cfg = ModelConfig.from_dict(data["model_config"])
     if list(cfg.class_names) != list(data["class_names"]):
         raise ValueError(f"{path}: class_names disagree with model_config.class_names")
-    if text_encoder is None:
+    if text_encoder is None and "text_tower" in data:
+        from uniseg3d_model.text_encoders import OpenCLIPTextEncoder
+
+        tower = data["text_tower"]
+        text_encoder = OpenCLIPTextEncoder(
+            str(tower["model"]), weights=dict(tower["state_dict"]), config=dict(tower["config"])
+        )
+    elif text_encoder is None:
         from uniseg3d_model.text_encoders import build_text_encoder
 
         text_encoder = build_text_encoder(data["text_encoder"])
@@ -116,5 +140,5 @@ def load_checkpoint(
     if result.unexpected_keys:
         raise ValueError(f"{path}: state_dict has unexpected key(s) {result.unexpected_keys[:10]}")
     model.to(device).eval()
-    meta = {k: v for k, v in data.items() if k != "state_dict"}
+    meta = {k: v for k, v in data.items() if k not in ("state_dict", "text_tower")}
     return model, meta

@@ -1,12 +1,32 @@
 """Convert an official UniSeg3D checkpoint (dk-liang/UniSeg3D, mmdet3d) into our format.
 
-    python -m uniseg3d_model.convert_official official.pth converted.pt \
-        [--model-config cfg.json] [--text-tower-out convnext_text.pt] [--report report.json]
+The released model, every tensor (the usual use)::
 
-What maps (official name -> ours; shapes checked; the decoder is the same architecture):
+    python -m uniseg3d_model.convert_official model_best.pth uniseg3d_official.pt \
+        --cls-embedding scannet_cls_embedding.pth \
+        [--text-weights open_clip_pytorch_model.bin] [--report report.json]
+
+builds ``ModelConfig.official()`` (spconv U-Net, prototype class heads, semantic and IoU heads,
+lang.Mlp text queries, official post-processing) and maps all 626 tensors of
+``model_best.pth`` (table: :mod:`uniseg3d_model.official_state`); the class prototypes come from
+``scannet_cls_embedding.pth`` (one (K, P, 768) tensor); the frozen CLIP text tower, which the
+checkpoint carries under ``lang.text_encoder.*``, is embedded in the output checkpoint, so the
+result loads with ``load_checkpoint(path)`` alone. ``--text-weights`` (open_clip's
+``open_clip_pytorch_model.bin`` of convnext_large_d_320) supplies the tower for a checkpoint
+without one and is otherwise compared with it (the report says whether they agree).
+``--text-config`` names the tower's open_clip config (default ``convnext_large_d_320``, read
+from the installed open-clip-torch package; or a JSON file). The report (``--report``) lists
+every destination, the tensors checked instead of copied, what is fixed in code, and must show
+0 unmapped and 0 left at random initialisation.
+
+Our architecture, decoder only (legacy): with ``--model-config cfg.json`` naming a config with
+``heads="ours"`` (e.g. ``ModelConfig.small()``/``paper()``), only the decoder tensors that our
+architecture shares map (:func:`convert_state_dict`, rules below); the rest is reported unmapped
+and keeps its value from ``--base`` or a fresh initialisation. ``--text-tower-out`` writes the
+checkpoint's CLIP text tower as an open_clip state dict in either mode.
 
 =====================================================  ==========================================
-official                                               ours
+official (legacy mapping)                              ours
 =====================================================  ==========================================
 ``decoder.input_proj.{0,1}``                           ``decoder.input_proj.{0,1}``
 ``decoder.query_proj.{0,2}``                           ``decoder.query_proj.{0,2}``
@@ -20,23 +40,11 @@ official                                               ours
 ``type_embedding`` (0 text, 1 click, 2 unified)        ``query_builder.type_embedding``
 ``pred_iou_proj.*`` (if our score head has its shape)  ``decoder.score_head.*``
 ``criterion.contrastive_criterion.logit_scale`` = s    ``contrastive_logit_scale`` = log(s)
-``lang.text_encoder.text_*`` (frozen CLIP text tower)  ``--text-tower-out`` file in open_clip names
 =====================================================  ==========================================
 
-Set to constants that reproduce the official behaviour: ``decoder.logit_scale`` = ln 100
-(a fixed buffer there), ``decoder.no_object`` = 0 (the official background prototype is a zero
-vector, so its logit is always 0), ``query_builder.click_pe.linear`` = 0 (official click
-queries carry no positional encoding).
-
-Not representable, reported as unmapped (the target keeps its value from ``--base`` or from
-a fresh initialisation): the backbone (official ScanNet model: ``input_conv`` + spconv
-``SpConvUNet`` (``unet.*``, pre-norm residual blocks, planes 32..160) + ``output_layer``; ours
-is a MinkUNet), the separate semantic head (``decoder.cls_proj_sem``,
-``decoder.mask_pooling_proj_sem``; ours classifies semantics with the one class head), and
-``lang.Mlp`` (768-768-32 GELU MLP over unnormalised CLIP features; ours projects unit
-embeddings through ``query_builder.text_proj``). A converted model therefore needs its backbone
-and text projection trained (or taken from ``--base``) before it is useful; the report says
-exactly which tensors came from where.
+Legacy constants: ``decoder.logit_scale`` = ln 100, ``decoder.no_object`` = 0,
+``query_builder.click_pe.linear`` = 0. User errors (missing file, wrong shapes, a checkpoint that
+is not UniSeg3D) print one line naming the file or argument and exit with status 2.
 """
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from uniseg3d_model.official_state import text_tower_state_dict as official_text_tower
 
 _ATTN = r"(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)"
 _WB = r"(weight|bias)"
@@ -97,16 +107,6 @@ SYNTHESIZED: dict[str, tuple[float, str]] = {
 }
 
 CONTRASTIVE_KEY = "criterion.contrastive_criterion.logit_scale"
-
-#: official text-tower names (under ``lang.text_encoder.``) -> open_clip CLIP names
-TEXT_TOWER_NAMES = {
-    "text_token_embedding.": "token_embedding.",
-    "text_pe": "positional_embedding",
-    "text_transformer.": "transformer.",
-    "text_ln_final.": "ln_final.",
-    "text_proj": "text_projection",
-}
-
 
 @dataclass
 class ConversionReport:
@@ -208,30 +208,22 @@ def convert_state_dict(
 def text_tower_state_dict(official: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The frozen CLIP text tower of an official checkpoint, renamed to open_clip's names
     (loadable by ``build_text_encoder("openclip:convnext_large_d_320", weights=...)``)."""
-    out = {}
-    for key, value in official.items():
-        if not key.startswith("lang.text_encoder."):
-            continue
-        name = key[len("lang.text_encoder.") :]
-        for old, new in TEXT_TOWER_NAMES.items():
-            if name.startswith(old):
-                out[new + name[len(old) :]] = value.detach().clone()
-                break
+    out = official_text_tower(official)
     if not out:
         raise ValueError("official checkpoint has no lang.text_encoder.* tensors")
     return out
 
 
-def _load(path: Path, trust_pickle: bool) -> dict[str, Any]:
+def _load(path: Path, trust_pickle: bool, what: str) -> Any:
     if not path.is_file():
-        raise FileNotFoundError(f"official checkpoint not found: {path}")
+        raise FileNotFoundError(f"{what} not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except Exception as exc:
         if trust_pickle:
-            raise
+            raise ValueError(f"{what} {path}: not readable by torch.load ({type(exc).__name__})") from exc
         raise ValueError(
-            f"{path}: cannot be read with weights_only=True ({type(exc).__name__}); mmengine "
+            f"{what} {path}: cannot be read with weights_only=True ({type(exc).__name__}); mmengine "
             "checkpoints pickle extra objects - pass --trust-pickle if you trust the file"
         ) from exc
 
@@ -244,49 +236,141 @@ class _TextDim:
         self.name, self.dim = name, dim
 
 
-def main(argv: list[str] | None = None) -> int:
-    from uniseg3d_model.checkpoint import load_checkpoint, save_checkpoint
-    from uniseg3d_model.model import ModelConfig, UniSeg3D
-
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m uniseg3d_model.convert_official", description=__doc__.split("\n")[0]
+        prog="python -m uniseg3d_model.convert_official",
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="See the module docstring (uniseg3d_model/convert_official.py) for the mapping.",
     )
-    parser.add_argument("official", type=Path, help="official UniSeg3D checkpoint (.pth)")
+    parser.add_argument("official", type=Path, help="official UniSeg3D checkpoint (model_best.pth)")
     parser.add_argument("output", type=Path, help="converted checkpoint (our format)")
-    parser.add_argument("--model-config", type=Path, help="JSON ModelConfig (default: ModelConfig.paper())")
-    parser.add_argument("--base", type=Path, help="our checkpoint whose tensors fill what does not map")
-    parser.add_argument("--text-encoder", default="openclip:convnext_large_d_320", help="name recorded")
+    parser.add_argument("--cls-embedding", type=Path,
+                        help="scannet_cls_embedding.pth, (K, P, D) class prototypes (official model)")
+    parser.add_argument("--text-weights", type=Path,
+                        help="open_clip_pytorch_model.bin of the text tower (official model; optional)")
+    parser.add_argument("--text-config", default="convnext_large_d_320",
+                        help="open_clip model name or config JSON of the text tower (official model)")
+    parser.add_argument("--model-config", type=Path,
+                        help="JSON ModelConfig (default: ModelConfig.official(); heads='ours' = legacy)")
+    parser.add_argument("--base", type=Path, help="legacy: our checkpoint filling what does not map")
+    parser.add_argument("--text-encoder", default=None,
+                        help="text encoder name recorded (default: openclip:<text config name>)")
     parser.add_argument("--text-tower-out", type=Path, help="also write the CLIP text tower (open_clip)")
     parser.add_argument("--report", type=Path, help="write the mapping report as JSON")
     parser.add_argument("--trust-pickle", action="store_true", help="allow full pickle loading")
     parser.add_argument("--seed", type=int, default=0, help="seed for freshly initialised tensors")
-    args = parser.parse_args(argv)
+    return parser
 
-    official = official_state_dict(_load(args.official, args.trust_pickle))
-    if "decoder.cls_proj.4.weight" not in official:
-        raise ValueError(f"{args.official}: no decoder.cls_proj.4.weight, not a UniSeg3D checkpoint")
+
+def _text_config_name(value: str) -> str:
+    return Path(value).stem if value.endswith(".json") else value
+
+
+def _convert_official(
+    args: argparse.Namespace, official: dict[str, torch.Tensor], cfg: Any
+) -> dict[str, Any]:
+    """Full conversion into ModelConfig.official(); returns the report as a dict."""
+    from dataclasses import asdict as _asdict
+
+    from uniseg3d_model.checkpoint import save_checkpoint
+    from uniseg3d_model.model import UniSeg3D
+    from uniseg3d_model.official_state import convert_official_model
+
+    if args.cls_embedding is None:
+        raise ValueError(
+            "--cls-embedding is required for the official model (scannet_cls_embedding.pth)"
+        )
+    emb = _load(args.cls_embedding, False, "--cls-embedding")
+    if not isinstance(emb, torch.Tensor) or emb.dim() != 3:
+        shape = tuple(emb.shape) if isinstance(emb, torch.Tensor) else type(emb).__name__
+        raise ValueError(f"--cls-embedding {args.cls_embedding}: expected one (K, P, D) tensor, got {shape}")
+    weights = None
+    if args.text_weights is not None:
+        from uniseg3d_model.clip_text import load_weights_file
+
+        if not args.text_weights.is_file():
+            raise FileNotFoundError(f"--text-weights not found: {args.text_weights}")
+        weights = load_weights_file(args.text_weights)
+    config_name = _text_config_name(args.text_config)
+    try:
+        cfg, state, tower, report = convert_official_model(official, emb, args.text_config, weights, cfg)
+    except ValueError as exc:
+        raise ValueError(f"{args.official}: {exc}") from exc
+    name = args.text_encoder or f"openclip:{config_name}"
+    model = UniSeg3D(cfg, _TextDim(name, int(emb.shape[2])))
+    model.load_state_dict(state, strict=True)
+    from uniseg3d_model.clip_text import load_text_config
+
+    text_cfg = _asdict(load_text_config(args.text_config))
+    text_tower = {"model": config_name, "config": text_cfg, "state_dict": tower}
+    extra = {"converted_from": str(args.official), "conversion": _asdict(report)}
+    save_checkpoint(args.output, model, extra, text_tower=text_tower)
+    print(report.summary())
+    for note in report.notes:
+        print("  " + note)
+    return _asdict(report)
+
+
+def _convert_legacy(
+    args: argparse.Namespace, official: dict[str, torch.Tensor], cfg: Any
+) -> dict[str, Any]:
+    from uniseg3d_model.checkpoint import load_checkpoint, save_checkpoint
+    from uniseg3d_model.model import UniSeg3D
+
     text_dim = int(official["decoder.cls_proj.4.weight"].shape[0])
+    name = args.text_encoder or f"openclip:{_text_config_name(args.text_config)}"
     if args.base is not None:
-        model, _ = load_checkpoint(args.base, text_encoder=_TextDim(args.text_encoder, text_dim))
+        model, _ = load_checkpoint(args.base, text_encoder=_TextDim(name, text_dim))
     else:
-        cfg = ModelConfig.paper()
-        if args.model_config is not None:
-            cfg = ModelConfig.from_dict(json.loads(args.model_config.read_text()))
         torch.manual_seed(args.seed)
-        model = UniSeg3D(cfg, _TextDim(args.text_encoder, text_dim))
+        model = UniSeg3D(cfg, _TextDim(name, text_dim))
     state, report = convert_state_dict(official, model.state_dict())
     model.load_state_dict(state, strict=True)
-    extra = {"converted_from": str(args.official), "conversion": asdict(report)}
-    save_checkpoint(args.output, model, extra)
-    if args.text_tower_out is not None:
-        args.text_tower_out.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(text_tower_state_dict(official), args.text_tower_out)
-    if args.report is not None:
-        args.report.write_text(json.dumps(asdict(report), indent=1))
+    save_checkpoint(args.output, model, {"converted_from": str(args.official), "conversion": asdict(report)})
     print(report.summary())
     for reason in sorted(set(report.unmapped.values())):
         keys = [k for k, r in report.unmapped.items() if r == reason]
         print(f"  unmapped ({len(keys)} tensors, e.g. {keys[0]}): {reason}")
+    return asdict(report)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Convert as ``args`` say; returns the report dict. Raises FileNotFoundError / ValueError
+    with a one-line message naming the file or argument."""
+    from uniseg3d_model.model import ModelConfig
+
+    official = official_state_dict(_load(args.official, args.trust_pickle, "official checkpoint"))
+    if "decoder.cls_proj.4.weight" not in official:
+        raise ValueError(f"{args.official}: no decoder.cls_proj.4.weight, not a UniSeg3D checkpoint")
+    cfg = ModelConfig.official()
+    if args.model_config is not None:
+        if not args.model_config.is_file():
+            raise FileNotFoundError(f"--model-config not found: {args.model_config}")
+        try:
+            cfg = ModelConfig.from_dict(json.loads(args.model_config.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"--model-config {args.model_config}: {exc}") from exc
+    if cfg.heads == "official":
+        report = _convert_official(args, official, cfg)
+    else:
+        report = _convert_legacy(args, official, cfg)
+    if args.text_tower_out is not None:
+        args.text_tower_out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(text_tower_state_dict(official), args.text_tower_out)
+    if args.report is not None:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(json.dumps(report, indent=1))
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        run(args)
+    except (FileNotFoundError, ValueError) as exc:
+        parser.exit(2, f"{parser.prog}: error: {str(exc).splitlines()[0]}\n")
     return 0
 
 

@@ -9,6 +9,8 @@ initial queries and after every layer, so a pass yields ``num_layers + 1`` predi
 Class prediction is open-vocabulary: a projected query embedding is compared (scaled
 cosine, learnable temperature) with the text embeddings of the class names, so any list of
 class names can be asked at run time; a separate linear head gives the "no object" logit.
+``head="official"`` swaps these heads for the released model's (:mod:`official_heads`:
+prototype classifier over thing classes, separate semantic head, raw IoU head).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from uniseg3d_model.encoding import LayerPrediction
+from uniseg3d_model.official_heads import OfficialHeads
 
 
 def _mlp(dims: list[int], final_act: bool = False) -> nn.Sequential:
@@ -99,7 +102,9 @@ class UnifiedDecoder(nn.Module):
     """Queries in backbone-channel space -> per-stage mask / class / score predictions.
 
     in_channels: C, channels of the superpoint features and of the raw queries
-    text_dim:    dimension of the class-name text embeddings
+    text_dim:    dimension of the class-name text embeddings (the prototypes' D)
+    head:        "ours" (cosine vs. class-name embeddings + no-object + score logit) or
+                 "official" (the released UniSeg3D heads, :class:`OfficialHeads` as ``head``)
     """
 
     def __init__(
@@ -112,8 +117,12 @@ class UnifiedDecoder(nn.Module):
         ffn_dim: int,
         dropout: float = 0.0,
         mask_attention: bool = True,
+        head: str = "ours",
     ) -> None:
         super().__init__()
+        if head not in ("ours", "official"):
+            raise ValueError(f"head must be 'ours' or 'official', got {head!r}")
+        self.head_kind = head
         self.mask_attention = mask_attention
         self.input_proj = nn.Sequential(nn.Linear(in_channels, d_model), nn.LayerNorm(d_model), nn.ReLU())
         self.mask_proj = _mlp([in_channels, d_model, d_model])
@@ -122,6 +131,9 @@ class UnifiedDecoder(nn.Module):
             [DecoderLayer(d_model, num_heads, ffn_dim, dropout) for _ in range(num_layers)]
         )
         self.out_norm = nn.LayerNorm(d_model)
+        if head == "official":
+            self.head = OfficialHeads(d_model, text_dim)
+            return
         # class head: mask-pooled feature + query -> text space, cosine with class embeddings
         self.pool_proj = nn.Sequential(nn.LayerNorm(d_model), nn.Linear(d_model, d_model))
         self.class_proj = _mlp([d_model, d_model, d_model, text_dim])
@@ -130,11 +142,24 @@ class UnifiedDecoder(nn.Module):
         self.score_head = _mlp([d_model, d_model, 1])
 
     def heads(
-        self, queries: torch.Tensor, mask_feats: torch.Tensor, class_embeddings: torch.Tensor
+        self,
+        queries: torch.Tensor,
+        mask_feats: torch.Tensor,
+        class_embeddings: torch.Tensor,
+        thing: torch.Tensor | None = None,
+        final: bool = True,
     ) -> LayerPrediction:
-        """queries (Q, d); mask_feats (S, d); class_embeddings (V, text_dim) unit rows."""
+        """queries (Q, d); mask_feats (S, d); class_embeddings (V, text_dim) unit rows (ours) or
+        (V, P, text_dim) prototypes (official); thing (V,) bool classes of the official instance
+        head (None = all); final: whether this is the last stage (official semantic head)."""
         q = self.out_norm(queries)
         masks = q @ mask_feats.t()
+        if self.head_kind == "official":
+            if thing is None:
+                thing = torch.ones(class_embeddings.shape[0], dtype=torch.bool, device=q.device)
+            protos = class_embeddings if class_embeddings.dim() == 3 else class_embeddings[:, None]
+            class_logits, sem_logits, iou = self.head(q, masks, mask_feats, protos, thing, final)
+            return LayerPrediction(masks, class_logits, iou, F.normalize(q, dim=-1), sem_logits, iou)
         weights = (masks.detach() > 0).to(mask_feats.dtype)
         pooled = (weights @ mask_feats) / weights.sum(1, keepdim=True).clamp_min(1.0)
         cls_embed = F.normalize(self.class_proj(self.pool_proj(pooled) + q), dim=-1)
@@ -166,20 +191,23 @@ class UnifiedDecoder(nn.Module):
         class_embeddings: torch.Tensor,
         self_mask: torch.Tensor | None = None,
         cache: SourceCache | None = None,
+        thing: torch.Tensor | None = None,
     ) -> list[LayerPrediction]:
-        """sp_features (S, C); queries (Q, C) in feature space; class_embeddings (V, text_dim);
-        self_mask (Q, Q) bool, True = may not attend; cache: ``prepare(sp_features)`` computed
-        earlier with the current weights. Returns num_layers + 1 predictions."""
+        """sp_features (S, C); queries (Q, C) in feature space; class_embeddings (V, text_dim)
+        or (V, P, text_dim) (see :meth:`heads`); self_mask (Q, Q) bool, True = may not attend;
+        cache: ``prepare(sp_features)`` computed earlier with the current weights; thing (V,)
+        bool (official heads). Returns num_layers + 1 predictions."""
         if cache is None:
             cache = self.prepare(sp_features)
         q = self.query_proj(queries)
         if self_mask is not None:
             # every query always sees itself (keeps a row from being fully blocked)
             self_mask = self_mask & ~torch.eye(len(q), dtype=torch.bool, device=q.device)
-        pred = self.heads(q, cache.mask_feats, class_embeddings)
+        last = len(self.layers)
+        pred = self.heads(q, cache.mask_feats, class_embeddings, thing, final=last == 0)
         out = [pred]
-        for layer, kv in zip(self.layers, cache.keys_values):
+        for i, (layer, kv) in enumerate(zip(self.layers, cache.keys_values)):
             q = layer(q, kv, self.attention_mask(pred.masks), self_mask)
-            pred = self.heads(q, cache.mask_feats, class_embeddings)
+            pred = self.heads(q, cache.mask_feats, class_embeddings, thing, final=i == last - 1)
             out.append(pred)
         return out

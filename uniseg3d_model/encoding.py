@@ -73,18 +73,30 @@ class LayerPrediction:
     """Head outputs for every query of one scene after one decoder layer.
 
     masks:        (Q, S) mask logits over superpoints
-    class_logits: (Q, V + 1) logits over the vocabulary, last column = "no object"
-    scores:       (Q,) mask-quality logits (sigmoid -> predicted IoU with the true mask)
+    class_logits: (Q, V + 1) logits over the vocabulary, last column = "no object". With the
+                  official heads (``ModelConfig.heads == "official"``) this is the INSTANCE head:
+                  the stuff columns hold ``STUFF_LOGIT`` (softmax weight exactly 0), so
+                  ``class_logits[:, thing_columns + [-1]]`` equals the official ``cls_preds``
+    scores:       (Q,) mask-quality output. Our heads: a logit (sigmoid -> predicted IoU).
+                  Official heads: the same tensor as ``iou`` (raw, no sigmoid)
     embeddings:   (Q, D) normalised query embeddings (for the vision-text contrastive loss)
+    sem_logits:   (Q, V + 1) or None. Official heads only, final layer only: the separate
+                  semantic head (``cls_proj_sem``), every class of the vocabulary + a
+                  background column (always 0, the zero background prototype)
+    iou:          (Q,) or None. Official heads only, every layer: the raw IoU head
+                  (``pred_iou_proj`` on the normalised query, no sigmoid)
     """
 
     masks: torch.Tensor
     class_logits: torch.Tensor
     scores: torch.Tensor
     embeddings: torch.Tensor
+    sem_logits: torch.Tensor | None = None
+    iou: torch.Tensor | None = None
 
     def select(self, rows: slice | torch.Tensor) -> LayerPrediction:
-        return LayerPrediction(*(getattr(self, f.name)[rows] for f in fields(self)))
+        values = (getattr(self, f.name) for f in fields(self))
+        return LayerPrediction(*(None if v is None else v[rows] for v in values))
 
 
 @dataclass
@@ -102,6 +114,9 @@ class DecoderOutput:
     vocabulary:        class names of the columns of ``class_logits`` (without "no object")
     superpoints:       (N,) int64 point -> superpoint map of the scene
     contrastive_scale: scalar tensor, exp of the learnable vision-text contrastive temperature
+    protocol:          post-processing protocol of the model that produced it ("tuned" or
+                       "official", ``ModelConfig.postprocess``); :mod:`uniseg3d_model.postprocess`
+                       dispatches on it, so callers need not know which model they run
     """
 
     layers: list[LayerPrediction]
@@ -112,6 +127,7 @@ class DecoderOutput:
     vocabulary: tuple[str, ...]
     superpoints: torch.Tensor
     contrastive_scale: torch.Tensor
+    protocol: str = "tuned"
 
     @property
     def final(self) -> LayerPrediction:

@@ -1,10 +1,16 @@
 """UniSeg3D: one model for panoptic, semantic, instance, interactive, referring and
 open-vocabulary 3D segmentation.
 
-    points, colors --voxelize(2 cm)--> MinkUNet --> per-point features
+    points, colors --voxelize(2 cm)--> backbone --> per-point features
         --superpoints.pool--> superpoint features            (encode: once per scene)
     unified + click + text queries --UnifiedDecoder--> masks / classes / scores
                                                           (decode: once per query set)
+
+Two architectures share this code: ours (``ModelConfig.small()``/``paper()``: MinkUNet,
+cosine class head against class-name embeddings, tuned post-processing) and the released
+UniSeg3D (``ModelConfig.official()``: SPFormer's spconv U-Net, grid anchored at the scene
+minimum, prototype class heads + semantic head + raw IoU head, ``lang.Mlp`` text queries on raw
+CLIP features, the official post-processing). docs/model.md lists the differences.
 
 ``forward(scenes) == decode(encode(scenes), scenes)``; a caller that answers many prompts
 on one scene (the ROS node) keeps the :class:`SceneEncoding` and calls :meth:`decode`.
@@ -27,21 +33,44 @@ from uniseg3d_model.data.labels import SCANNET20_CLASSES, STUFF_CLASSES
 from uniseg3d_model.decoder import SourceCache, UnifiedDecoder
 from uniseg3d_model.encoding import DecoderOutput, SceneEncoding
 from uniseg3d_model.queries import QueryBuilder, click_superpoints, interaction_mask, select_superpoints
-from uniseg3d_model.sparse import SparseTensor, voxelize
+from uniseg3d_model.sparse import SparseTensor
 from uniseg3d_model.structures import SceneSample
+from uniseg3d_model.voxel_input import ORIGINS, voxel_input
 
 #: input features per voxel: RGB mapped to [-1, 1], then (``use_xyz``) xyz relative to the
 #: scene mean in metres, as UniSeg3D/OneFormer3D feed their U-Net
 IN_CHANNELS = 6
 #: vocabularies whose class-name embeddings the model keeps
 CLASS_CACHE_SIZE = 32
+#: choices of the string-valued architecture fields of ModelConfig
+CHOICES = {
+    "backbone_type": ("minkunet", "spconv_unet"),
+    "voxel_origin": ORIGINS,
+    "heads": ("ours", "official"),
+    "text_query": ("unit_proj", "raw_mlp"),
+    "postprocess": ("tuned", "official"),
+}
 
 
 @dataclass
 class ModelConfig:
-    """Architecture of :class:`UniSeg3D`. ``ModelConfig.paper()`` follows the published
-    ScanNet configuration; ``ModelConfig.small()`` is a CPU-sized variant (tests, shipped
-    default)."""
+    """Architecture of :class:`UniSeg3D`. ``ModelConfig.official()`` is the released UniSeg3D
+    (the network ``convert_official`` fills from ``model_best.pth``); ``ModelConfig.paper()``
+    is our architecture at the published decoder sizes with a MinkUNet backbone;
+    ``ModelConfig.small()`` is a CPU-sized variant of ours (tests, shipped default).
+
+    Architecture switches (all default to ours):
+      backbone_type   "minkunet" (``backbone``) | "spconv_unet" (``spconv``, SPFormer U-Net)
+      voxel_origin    "world" (floor(p / v)) | "scene_min" (floor((p - min) / v), official)
+      heads           "ours" | "official" (prototype instance + semantic heads, raw IoU head)
+      text_query      "unit_proj" (unit text embedding) | "raw_mlp" (official lang.Mlp on the
+                      raw CLIP feature)
+      class_prototypes  P > 0: the model holds (len(class_names), P, text_dim) class
+                      prototypes (``scannet_cls_embedding.pth``) as the buffer
+                      ``class_prototypes``; 0: class names go through the text encoder
+      postprocess     "tuned" | "official": the protocol :mod:`postprocess` applies to this
+                      model's outputs (carried by every DecoderOutput)
+    """
 
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(in_channels=IN_CHANNELS))
     voxel_size: float = 0.02
@@ -61,6 +90,13 @@ class ModelConfig:
     click_pe_bands: int = 8
     isolate_prompts: bool = True  # prompt queries attend only to themselves in self-attention
     mask_attention: bool = True
+    backbone_type: str = "minkunet"
+    spconv: dict[str, Any] = field(default_factory=dict)  # SpconvUNetConfig fields
+    voxel_origin: str = "world"
+    heads: str = "ours"
+    text_query: str = "unit_proj"
+    class_prototypes: int = 0
+    postprocess: str = "tuned"
 
     def __post_init__(self) -> None:
         if isinstance(self.backbone, dict):
@@ -75,8 +111,20 @@ class ModelConfig:
             raise ValueError(f"query_ratio must be in (0, 1], got {self.query_ratio}")
         if not self.class_names:
             raise ValueError("class_names must not be empty")
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.class_prototypes < 0:
+            raise ValueError(f"class_prototypes must be >= 0, got {self.class_prototypes}")
+        self.spconv = dict(self.spconv)
         expected = IN_CHANNELS if self.use_xyz else 3
-        if self.backbone.in_channels != expected:
+        if self.backbone_type == "spconv_unet":
+            in_ch = int(self.spconv.get("in_channels", IN_CHANNELS))
+            if in_ch != expected:
+                raise ValueError(
+                    f"spconv.in_channels must be {expected} (use_xyz={self.use_xyz}), got {in_ch}"
+                )
+        elif self.backbone.in_channels != expected:
             raise ValueError(
                 f"backbone.in_channels must be {expected} (use_xyz={self.use_xyz}), "
                 f"got {self.backbone.in_channels}"
@@ -87,6 +135,36 @@ class ModelConfig:
         """UniSeg3D on ScanNet: Res16UNet34C-family backbone, 6 decoder layers, d_model 256,
         8 heads, FFN 1024, superpoint queries only (no learnable queries)."""
         return cls(backbone=BackboneConfig.res16unet34c(in_channels=IN_CHANNELS))
+
+    @classmethod
+    def official(cls, **overrides: Any) -> ModelConfig:
+        """The released UniSeg3D (config ``uniseg3d_1xb4_scannet_scanrefer_scannet200_unified``):
+        spconv U-Net (planes 32..160) on a 2 cm grid anchored at the scene minimum, 6 decoder
+        layers, d_model 256, 8 heads, FFN 1024, no learnable queries, clicks without positional
+        encoding, every superpoint a query in evaluation, prototype class heads (D = 768),
+        lang.Mlp text queries, the official post-processing. ``class_prototypes`` (P) is set by
+        the converter from ``scannet_cls_embedding.pth``."""
+        kw: dict[str, Any] = dict(
+            backbone_type="spconv_unet",
+            spconv={"in_channels": IN_CHANNELS, "planes": (32, 64, 96, 128, 160)},
+            voxel_origin="scene_min",
+            num_learned_queries=0,
+            click_pe_bands=0,
+            max_eval_queries=1 << 30,
+            heads="official",
+            text_query="raw_mlp",
+            class_prototypes=1,
+            postprocess="official",
+        )
+        kw.update(overrides)
+        return cls(**kw)
+
+    @property
+    def feature_dim(self) -> int:
+        """Channels of the backbone output = superpoint features = raw queries (C)."""
+        if self.backbone_type == "spconv_unet":
+            return int(tuple(self.spconv.get("planes", (32,)))[0])
+        return self.backbone.feature_dim
 
     @classmethod
     def small(cls) -> ModelConfig:
@@ -112,6 +190,17 @@ class ModelConfig:
         return cls(**data)
 
 
+def build_backbone(cfg: ModelConfig) -> nn.Module:
+    """The backbone ``cfg`` names: ``MinkUNet(cfg.backbone)`` or the spconv U-Net
+    (:mod:`uniseg3d_model.spconv_unet`, ``cfg.spconv`` holds its config fields). Both map a
+    stride-1 ``SparseTensor`` to ``cfg.feature_dim`` features per voxel, in input row order."""
+    if cfg.backbone_type == "spconv_unet":
+        from uniseg3d_model.spconv_unet import SpconvUNet, SpconvUNetConfig
+
+        return SpconvUNet(SpconvUNetConfig(**cfg.spconv))
+    return MinkUNet(cfg.backbone)
+
+
 def _tensor(value: Any, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value.to(device=device, dtype=dtype)
@@ -120,17 +209,18 @@ def _tensor(value: Any, dtype: torch.dtype, device: torch.device) -> torch.Tenso
 
 class UniSeg3D(nn.Module):
     """The network. ``text_encoder`` (frozen, not part of the state dict) must offer ``.dim``
-    and ``.encode(list[str]) -> (T, dim)``; ``backbone`` defaults to ``MinkUNet(cfg.backbone)``."""
+    and ``.encode(list[str], normalize=True) -> (T, dim)``; ``backbone`` defaults to
+    :func:`build_backbone` of ``cfg`` (MinkUNet or the spconv U-Net)."""
 
     def __init__(self, cfg: ModelConfig, text_encoder: Any, backbone: nn.Module | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         self.__dict__["text_encoder"] = text_encoder  # frozen helper, kept out of state_dict
-        channels = cfg.backbone.feature_dim
+        channels = cfg.feature_dim
         text_dim = int(text_encoder.dim)
-        self.backbone = backbone if backbone is not None else MinkUNet(cfg.backbone)
+        self.backbone = backbone if backbone is not None else build_backbone(cfg)
         self.query_builder = QueryBuilder(
-            channels, text_dim, cfg.d_model, cfg.num_learned_queries, cfg.click_pe_bands
+            channels, text_dim, cfg.d_model, cfg.num_learned_queries, cfg.click_pe_bands, cfg.text_query
         )
         self.decoder = UnifiedDecoder(
             channels,
@@ -141,8 +231,14 @@ class UniSeg3D(nn.Module):
             cfg.ffn_dim,
             cfg.dropout,
             cfg.mask_attention,
+            cfg.heads,
         )
         self.contrastive_logit_scale = nn.Parameter(torch.tensor(float(np.log(1.0 / 0.07))))
+        if cfg.class_prototypes:
+            shape = (len(cfg.class_names), cfg.class_prototypes, text_dim)
+            self.register_buffer("class_prototypes", torch.zeros(shape))
+        else:
+            self.class_prototypes = None
         self._class_cache: dict[tuple[str, ...], torch.Tensor] = {}
 
     @property
@@ -150,18 +246,34 @@ class UniSeg3D(nn.Module):
         return next(self.parameters()).device
 
     # ------------------------------------------------------------------ text
-    def _encode_text(self, texts: list[str]) -> torch.Tensor:
+    def _encode_text(self, texts: list[str], normalize: bool = True) -> torch.Tensor:
+        """(T, text_dim) text embeddings on the model's device: unit rows, or (``normalize=False``,
+        what the official text MLP takes) the encoder's raw output."""
         with torch.no_grad():
-            emb = torch.as_tensor(self.text_encoder.encode(list(texts)), dtype=torch.float32)
+            if normalize:
+                emb = self.text_encoder.encode(list(texts))
+            else:
+                emb = self.text_encoder.encode(list(texts), normalize=False)
+            emb = torch.as_tensor(emb, dtype=torch.float32)
         if emb.shape != (len(texts), self.text_encoder.dim):
             raise ValueError(f"text encoder returned shape {tuple(emb.shape)} for {len(texts)} texts")
-        return F.normalize(emb.to(self.device), dim=-1)
+        emb = emb.to(self.device)
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    def text_queries(self, texts: list[str]) -> torch.Tensor:
+        """(T, C) referring queries (text projection + type embedding) of ``texts``."""
+        raw = self.cfg.text_query == "raw_mlp"
+        return self.query_builder.texts(self._encode_text(texts, normalize=not raw))
 
     def class_embeddings(self, names: tuple[str, ...]) -> torch.Tensor:
-        """(V, text_dim) unit text embeddings of class names, cached per name tuple."""
+        """(V, text_dim) unit text embeddings of class names, cached per name tuple; with
+        ``cfg.class_prototypes`` and ``names == cfg.class_names``: the (V, P, text_dim) stored
+        prototypes."""
         names = tuple(names)
         if not names:
             raise ValueError("vocabulary must contain at least one class name")
+        if self.class_prototypes is not None and names == self.cfg.class_names:
+            return self.class_prototypes
         cached = self._class_cache.get(names)
         if cached is None:
             cached = self._encode_text([self.cfg.class_template.format(n) for n in names]).cpu()
@@ -186,22 +298,14 @@ class UniSeg3D(nn.Module):
                 raise ValueError(f"scene {scene.scene_id!r}: no points")
             if int(sp.min()) < 0:
                 raise ValueError(f"scene {scene.scene_id!r}: superpoints must be >= 0, got {int(sp.min())}")
-            center = pts.mean(0)
-            point_feats = col * 2.0 - 1.0
-            if self.cfg.use_xyz:
-                point_feats = torch.cat([point_feats, pts - center], dim=1)
-            vox, inv = voxelize(pts, self.cfg.voxel_size)
-            vox, inv = vox.to(dev), inv.to(dev)
-            n_vox = vox.shape[0]
-            counts = torch.bincount(inv, minlength=n_vox).clamp_min(1).unsqueeze(1).float()
-            vfeat = point_feats.new_zeros(n_vox, point_feats.shape[1]).index_add_(0, inv, point_feats)
-            vfeat = vfeat / counts
+            vin = voxel_input(pts, col, self.cfg.voxel_size, self.cfg.use_xyz, self.cfg.voxel_origin)
+            n_vox = vin.coords.shape[0]
             batch = torch.full((n_vox, 1), b, dtype=torch.int32, device=dev)
-            coords.append(torch.cat([batch, vox.to(torch.int32)], dim=1))
-            feats.append(vfeat)
-            p2v.append(inv + offset)
+            coords.append(torch.cat([batch, vin.coords.to(torch.int32)], dim=1))
+            feats.append(vin.feats)
+            p2v.append(vin.point_to_voxel + offset)
             offset += n_vox
-            prepared.append((pts, sp, center, scene.scene_id))
+            prepared.append((pts, sp, vin.center, scene.scene_id))
         out = self.backbone(SparseTensor(torch.cat(coords), torch.cat(feats)))
         encodings = []
         for (pts, sp, center, scene_id), inv in zip(prepared, p2v):
@@ -261,12 +365,13 @@ class UniSeg3D(nn.Module):
             num_clicks = len(clicks)
         texts = list(scene.texts or [])
         if texts:
-            parts.append(self.query_builder.texts(self._encode_text(texts)))
+            parts.append(self.text_queries(texts))
         if not parts:
             raise ValueError(f"scene {scene.scene_id!r}: nothing to decode (unified=False and no prompts)")
         queries = torch.cat(parts)
         self_mask = interaction_mask(num_unified, num_clicks + len(texts), self.cfg.isolate_prompts, dev)
-        layers = self.decoder(feats, queries, class_emb, self_mask, self._source_cache(enc))
+        thing = torch.tensor([name not in self.cfg.stuff_classes for name in vocab], device=dev)
+        layers = self.decoder(feats, queries, class_emb, self_mask, self._source_cache(enc), thing)
         return DecoderOutput(
             layers=layers,
             num_unified=num_unified,
@@ -276,6 +381,7 @@ class UniSeg3D(nn.Module):
             vocabulary=vocab,
             superpoints=enc.superpoints,
             contrastive_scale=self.contrastive_logit_scale.clamp(max=float(np.log(100.0))).exp(),
+            protocol=self.cfg.postprocess,
         )
 
     def _source_cache(self, enc: SceneEncoding) -> SourceCache | None:

@@ -4,19 +4,31 @@ All functions take one :class:`DecoderOutput` and its :class:`SceneSample`, work
 superpoint masks (S columns) and map the result to the scene's N points through
 ``out.superpoints``. Outputs are numpy arrays.
 
-Defaults follow the published UniSeg3D test settings where they exist: superpoint mask
-threshold 0.4, mask-score "object normalisation" (mean probability inside the mask),
-panoptic score threshold 0.5. Instance defaults are tuned for users (``score_threshold``
-0.1, ``top_k`` 100); the paper's AP protocol uses ``score_threshold=0.0, top_k=600``.
+Two protocols, chosen by the model that produced the output (``out.protocol``, from
+``ModelConfig.postprocess``), so callers never branch on the model:
+
+``"tuned"`` (our models): defaults follow the published UniSeg3D test settings where they
+exist (superpoint mask threshold 0.4, mask-score "object normalisation", panoptic score
+threshold 0.5); instance defaults are tuned for users (``score_threshold`` 0.1, ``top_k`` 100,
+greedy mask NMS); semantic = Mask2Former-style mixture of the unified queries.
+
+``"official"`` (the released model, :mod:`official_postprocess`): the official ``test_cfg``:
+instances = top 600, object normalisation, linear matrix NMS on the soft superpoint masks,
+score > 0.0, more than 100 points; panoptic = stuff from the semantic head, things from the
+instance path x raw IoU, score > 0.5, more than 100 points; semantic = each superpoint's own
+query's semantic-head argmax. Arguments a caller passes explicitly (``score_threshold``,
+``top_k``, ``min_points`` (strict there), ``mask_threshold``) override the official values;
+``nms``/``nms_iou`` do not apply (the official matrix NMS always runs).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
+from uniseg3d_model import official_postprocess as official
 from uniseg3d_model.data.labels import STUFF_CLASSES
 from uniseg3d_model.encoding import DecoderOutput, LayerPrediction
 from uniseg3d_model.structures import SceneSample
@@ -166,11 +178,11 @@ def _stuff_ids(out: DecoderOutput, stuff_classes: tuple[str, ...]) -> list[int]:
 def instances(
     out: DecoderOutput,
     scene: SceneSample,
-    score_threshold: float = 0.1,
-    top_k: int = 100,
+    score_threshold: float | None = None,
+    top_k: int | None = None,
     nms_iou: float | None = 0.5,
-    min_points: int = 20,
-    mask_threshold: float = MASK_THRESHOLD,
+    min_points: int | None = None,
+    mask_threshold: float | None = None,
     stuff_classes: tuple[str, ...] = STUFF_CLASSES,
     use_score_head: bool = False,
     nms: str = "greedy",
@@ -180,49 +192,103 @@ def instances(
     threshold, at least ``min_points`` points, and class-aware mask NMS: ``nms="greedy"``
     drops masks overlapping a better one by IoU > ``nms_iou`` (None disables);
     ``nms="matrix"`` decays scores by overlap before the threshold (the paper's AP setting:
-    ``score_threshold=0.0, top_k=600, nms="matrix"``). Sorted by descending score."""
+    ``score_threshold=0.0, top_k=600, nms="matrix"``). Sorted by descending score. None
+    arguments take the protocol's default (tuned: 0.1, 100, 20, 0.4; official: see the module
+    docstring; ``use_score_head`` is the official ``inst_test_iou``)."""
     stuff = set(_stuff_ids(out, stuff_classes))
     things = [i for i in range(len(out.vocabulary)) if i not in stuff]
+    if out.protocol == "official":
+        return _official_instances(
+            out, scene, things, score_threshold, top_k, min_points, mask_threshold, use_score_head
+        )
     return _instances(
         out.unified(),
         out,
         scene,
         things,
-        score_threshold,
-        top_k,
+        0.1 if score_threshold is None else score_threshold,
+        100 if top_k is None else top_k,
         nms_iou,
-        min_points,
-        mask_threshold,
+        20 if min_points is None else min_points,
+        MASK_THRESHOLD if mask_threshold is None else mask_threshold,
         use_score_head,
         nms,
+    )
+
+
+def _official_cfg(
+    score_threshold: float | None, top_k: int | None, min_points: int | None, mask_threshold: float | None
+) -> tuple[official.OfficialTestConfig, float]:
+    """The official test config with the caller's explicit overrides; returns (cfg, inst_score_thr)."""
+    base = official.TEST_CFG
+    cfg = replace(
+        base,
+        topk_insts=base.topk_insts if top_k is None else int(top_k),
+        npoint_thr=base.npoint_thr if min_points is None else int(min_points),
+        sp_score_thr=base.sp_score_thr if mask_threshold is None else float(mask_threshold),
+    )
+    return cfg, base.inst_score_thr if score_threshold is None else float(score_threshold)
+
+
+def _official_instances(
+    out: DecoderOutput,
+    scene: SceneSample,
+    class_ids: list[int],
+    score_threshold: float | None,
+    top_k: int | None,
+    min_points: int | None,
+    mask_threshold: float | None,
+    use_iou: bool,
+) -> InstancePrediction:
+    sp = _check(out, scene)
+    cfg, thr = _official_cfg(score_threshold, top_k, min_points, mask_threshold)
+    pred = out.unified()
+    n = scene.num_points
+    if pred.masks.shape[0] == 0 or not class_ids:
+        return InstancePrediction(np.zeros((0, n), bool), np.zeros(0, np.int64), np.zeros(0, np.float32), [])
+    with torch.no_grad():
+        masks, classes, scores = official.instances(
+            pred.class_logits, pred.masks, pred.iou, class_ids, sp, thr, use_iou, cfg
+        )
+    classes_np = classes.cpu().numpy().astype(np.int64)
+    return InstancePrediction(
+        masks=masks.cpu().numpy(),
+        classes=classes_np,
+        scores=scores.cpu().numpy().astype(np.float32),
+        labels=[out.vocabulary[i] for i in classes_np],
     )
 
 
 def open_vocabulary(
     out: DecoderOutput,
     scene: SceneSample,
-    score_threshold: float = 0.1,
-    top_k: int = 100,
+    score_threshold: float | None = None,
+    top_k: int | None = None,
     nms_iou: float | None = 0.5,
-    min_points: int = 20,
-    mask_threshold: float = MASK_THRESHOLD,
+    min_points: int | None = None,
+    mask_threshold: float | None = None,
     nms: str = "greedy",
 ) -> InstancePrediction:
     """Instances over every class of ``scene.vocabulary`` (the decoder's vocabulary), with
-    labels taken from those names; arguments as :func:`instances`."""
+    labels taken from those names; arguments as :func:`instances` (the official protocol runs
+    its instance path over every column)."""
     vocab = tuple(scene.vocabulary) if scene.vocabulary is not None else out.vocabulary
     if vocab != out.vocabulary:
         raise ValueError(f"scene.vocabulary {list(vocab)} differs from the decoded vocabulary")
+    if out.protocol == "official":
+        return _official_instances(
+            out, scene, list(range(len(vocab))), score_threshold, top_k, min_points, mask_threshold, False
+        )
     return _instances(
         out.unified(),
         out,
         scene,
         list(range(len(vocab))),
-        score_threshold,
-        top_k,
+        0.1 if score_threshold is None else score_threshold,
+        100 if top_k is None else top_k,
         nms_iou,
-        min_points,
-        mask_threshold,
+        20 if min_points is None else min_points,
+        MASK_THRESHOLD if mask_threshold is None else mask_threshold,
         False,
         nms,
     )
@@ -235,25 +301,42 @@ def superpoint_semantic_scores(out: DecoderOutput) -> torch.Tensor:
     return pred.masks.sigmoid().t() @ probs
 
 
+def _official_sp_semantic(out: DecoderOutput) -> torch.Tensor:
+    """(S, V + 1) semantic-head logits per superpoint (official protocol)."""
+    pred = out.unified()
+    if pred.sem_logits is None:
+        raise ValueError("official post-processing needs the semantic head's sem_logits (official heads)")
+    return official.superpoint_semantic_logits(
+        pred.sem_logits, pred.masks, out.query_superpoints, out.num_superpoints
+    )
+
+
 def semantic(out: DecoderOutput, scene: SceneSample) -> np.ndarray:
     """(N,) int64 vocabulary index per point."""
     sp = _check(out, scene)
     with torch.no_grad():
+        if out.protocol == "official":
+            return official.semantic(_official_sp_semantic(out), sp).cpu().numpy().astype(np.int64)
         return superpoint_semantic_scores(out).argmax(1)[sp].cpu().numpy().astype(np.int64)
 
 
 def panoptic(
     out: DecoderOutput,
     scene: SceneSample,
-    score_threshold: float = 0.5,
-    min_points: int = 20,
+    score_threshold: float | None = None,
+    min_points: int | None = None,
     stuff_classes: tuple[str, ...] = STUFF_CLASSES,
-    mask_threshold: float = MASK_THRESHOLD,
+    mask_threshold: float | None = None,
 ) -> PanopticPrediction:
     """Things painted in ascending score order (higher scores win overlaps) over a stuff map;
     instances left with fewer than ``min_points`` visible points are dropped. Points not
     covered by a thing get the best stuff class (or the semantic argmax when the vocabulary
-    has no stuff class)."""
+    has no stuff class). None arguments: the protocol's defaults (tuned: 0.5, 20, 0.4)."""
+    if out.protocol == "official":
+        return _official_panoptic(out, scene, score_threshold, min_points, stuff_classes, mask_threshold)
+    score_threshold = 0.5 if score_threshold is None else score_threshold
+    min_points = 20 if min_points is None else min_points
+    mask_threshold = MASK_THRESHOLD if mask_threshold is None else mask_threshold
     sp = _check(out, scene)
     n = scene.num_points
     stuff = _stuff_ids(out, stuff_classes)
@@ -284,6 +367,49 @@ def panoptic(
     return PanopticPrediction(semantic=semantic_pts, instance=instance_pts, instances=painted)
 
 
+def _official_panoptic(
+    out: DecoderOutput,
+    scene: SceneSample,
+    score_threshold: float | None,
+    min_points: int | None,
+    stuff_classes: tuple[str, ...],
+    mask_threshold: float | None,
+) -> PanopticPrediction:
+    """Official ``predict_by_feat_panoptic``: stuff from the semantic head over the stuff
+    classes, things from the instance path (x raw IoU), score > 0.5, > 100 points."""
+    sp = _check(out, scene)
+    stuff = _stuff_ids(out, stuff_classes)
+    things = [i for i in range(len(out.vocabulary)) if i not in set(stuff)]
+    thr = official.TEST_CFG.pan_score_thr if score_threshold is None else float(score_threshold)
+    cfg, _ = _official_cfg(None, None, min_points, mask_threshold)
+    pred = out.unified()
+    with torch.no_grad():
+        stuff_map = official.semantic(_official_sp_semantic(out), sp, stuff or None)
+        if pred.masks.shape[0] and things:
+            masks, classes, scores = official.instances(
+                pred.class_logits, pred.masks, pred.iou, things, sp, thr, cfg.pano_test_iou, cfg
+            )
+        else:
+            masks = torch.zeros(0, len(sp), dtype=torch.bool, device=sp.device)
+            classes = torch.zeros(0, dtype=torch.long, device=sp.device)
+            scores = torch.zeros(0, device=sp.device)
+        sem, owner, alive = official.panoptic(stuff_map, masks, classes, scores, cfg.npoint_thr)
+    owner_np, alive_np = owner.cpu().numpy(), alive.cpu().numpy()
+    remap = np.full(max(len(masks), 1) + 1, -1, dtype=np.int64)
+    remap[alive_np] = np.arange(len(alive_np))
+    instance_pts = remap[owner_np]  # owner -1 -> remap[-1] == -1
+    classes_np = classes.cpu().numpy().astype(np.int64)[alive_np]
+    painted = InstancePrediction(
+        masks=np.stack([instance_pts == j for j in range(len(alive_np))])
+        if len(alive_np)
+        else np.zeros((0, len(owner_np)), bool),
+        classes=classes_np,
+        scores=scores.cpu().numpy().astype(np.float32)[alive_np],
+        labels=[out.vocabulary[i] for i in classes_np],
+    )
+    return PanopticPrediction(sem.cpu().numpy().astype(np.int64), instance_pts, painted)
+
+
 def interactive(out: DecoderOutput, scene: SceneSample, mask_threshold: float = MASK_THRESHOLD) -> np.ndarray:
     """(K, N) bool mask per click."""
     sp = _check(out, scene)
@@ -303,6 +429,8 @@ def referring(
 
 
 def prompt_scores(pred: LayerPrediction) -> np.ndarray:
-    """(P,) float32 confidence of prompted (click or sentence) masks: predicted IoU x mask score."""
+    """(P,) float32 confidence of prompted (click or sentence) masks: predicted IoU x mask score
+    (the official heads' IoU is raw: used as it is, no sigmoid)."""
     with torch.no_grad():
-        return (pred.scores.sigmoid() * _mask_scores(pred.masks)).cpu().numpy().astype(np.float32)
+        iou = pred.iou if pred.iou is not None else pred.scores.sigmoid()
+        return (iou * _mask_scores(pred.masks)).cpu().numpy().astype(np.float32)

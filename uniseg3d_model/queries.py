@@ -9,7 +9,13 @@ group (0 = referring, 1 = interactive, 2 = unified).
                cap, in evaluation) followed by ``num_learned`` learnable queries;
 - interactive: click -> nearest scene point -> its superpoint -> that superpoint's feature
                plus a Fourier positional encoding of the click relative to the scene centre;
-- referring:   sentence embedding from the (frozen) text encoder -> MLP into C.
+- referring:   sentence embedding from the (frozen) text encoder -> MLP into C: ours
+               (``text_query="unit_proj"``) projects the unit embedding through ``text_proj``
+               (Linear-ReLU-Linear via d_model); the released model (``"raw_mlp"``) applies
+               ``text_mlp`` = fc1 (D->D), GELU, fc2 (D->C) to the UNnormalised CLIP feature
+               (official ``lang.Mlp``).
+
+``pe_bands=0`` gives click queries without positional encoding (the released model).
 """
 
 from __future__ import annotations
@@ -69,16 +75,45 @@ class FourierEncoding(nn.Module):
         return self.linear(torch.cat([phase.sin(), phase.cos()], dim=1))
 
 
+class TextMLP(nn.Module):
+    """The released model's ``lang.Mlp``: fc1 (D -> D), GELU, fc2 (D -> C)."""
+
+    def __init__(self, text_dim: int, channels: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(text_dim, text_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(text_dim, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
 class QueryBuilder(nn.Module):
     """Holds the parameters that turn prompts into queries (type embeddings, learnable
     queries, click positional encoding, text projection)."""
 
-    def __init__(self, channels: int, text_dim: int, d_model: int, num_learned: int, pe_bands: int) -> None:
+    def __init__(
+        self,
+        channels: int,
+        text_dim: int,
+        d_model: int,
+        num_learned: int,
+        pe_bands: int,
+        text_query: str = "unit_proj",
+    ) -> None:
         super().__init__()
+        if text_query not in ("unit_proj", "raw_mlp"):
+            raise ValueError(f"text_query must be 'unit_proj' or 'raw_mlp', got {text_query!r}")
+        self.text_query = text_query
         self.type_embedding = nn.Embedding(3, channels)
         self.learned = nn.Parameter(torch.randn(num_learned, channels) * 0.1) if num_learned else None
-        self.click_pe = FourierEncoding(pe_bands, channels)
-        self.text_proj = nn.Sequential(nn.Linear(text_dim, d_model), nn.ReLU(), nn.Linear(d_model, channels))
+        self.click_pe = FourierEncoding(pe_bands, channels) if pe_bands > 0 else None
+        if text_query == "raw_mlp":
+            self.text_mlp = TextMLP(text_dim, channels)
+        else:
+            self.text_proj = nn.Sequential(
+                nn.Linear(text_dim, d_model), nn.ReLU(), nn.Linear(d_model, channels)
+            )
 
     def unified(self, sp_features: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
         """(Qs + num_learned, C): selected superpoint features, then learnable queries."""
@@ -90,13 +125,18 @@ class QueryBuilder(nn.Module):
     def clicks(
         self, sp_features: torch.Tensor, click_sp: torch.Tensor, clicks: torch.Tensor, center: torch.Tensor
     ) -> torch.Tensor:
-        """(K, C) from each click's superpoint feature + PE(click - center)."""
-        pe = self.click_pe(clicks - center)
-        return sp_features[click_sp] + pe + self.type_embedding.weight[TYPE_CLICK]
+        """(K, C) from each click's superpoint feature + PE(click - center) (no PE when built
+        with ``pe_bands=0``)."""
+        out = sp_features[click_sp] + self.type_embedding.weight[TYPE_CLICK]
+        if self.click_pe is not None:
+            out = out + self.click_pe(clicks - center)
+        return out
 
     def texts(self, text_embeddings: torch.Tensor) -> torch.Tensor:
-        """(T, text_dim) sentence embeddings -> (T, C)."""
-        return self.text_proj(text_embeddings) + self.type_embedding.weight[TYPE_TEXT]
+        """(T, text_dim) sentence embeddings (unit rows for ``unit_proj``, raw CLIP features for
+        ``raw_mlp``) -> (T, C)."""
+        proj = self.text_mlp if self.text_query == "raw_mlp" else self.text_proj
+        return proj(text_embeddings) + self.type_embedding.weight[TYPE_TEXT]
 
 
 def interaction_mask(

@@ -1,8 +1,9 @@
 """Frozen text encoders for referring queries and open-vocabulary classifiers.
 
-Every encoder maps a list of strings to L2-normalised ``(T, dim)`` float32 embeddings, keeps
-no gradients and caches embeddings per string (least-recently-used eviction), so class names
-and repeated prompts are encoded once per process.
+Every encoder maps a list of strings to L2-normalised ``(T, dim)`` float32 embeddings
+(``encode(texts, normalize=False)``: the encoder's raw features, which the released UniSeg3D
+feeds its text MLP), keeps no gradients and caches embeddings per string
+(least-recently-used eviction), so class names and repeated prompts are encoded once per process.
 
 Names accepted by :func:`build_text_encoder`:
 
@@ -41,7 +42,7 @@ class TextEncoder:
             raise ValueError(f"need cache_size >= 0 and batch_size >= 1, got {cache_size}, {batch_size}")
         self.cache_size = cache_size
         self.batch_size = batch_size
-        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()  # raw, unit
         self.cache_hits = 0
         self.cache_misses = 0
 
@@ -49,8 +50,9 @@ class TextEncoder:
         """(T, dim) float embeddings of unique strings (need not be normalised)."""
         raise NotImplementedError
 
-    def encode(self, texts: list[str]) -> torch.Tensor:
-        """texts: T strings -> (T, dim) float32, unit L2 norm rows, on CPU, no grad."""
+    def encode(self, texts: list[str], normalize: bool = True) -> torch.Tensor:
+        """texts: T strings -> (T, dim) float32 on CPU, no grad; unit L2 norm rows unless
+        ``normalize=False`` (then the encoder's raw output)."""
         if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
             raise ValueError(f"texts must be a list of strings, got {type(texts).__name__}")
         for i, text in enumerate(texts):
@@ -59,7 +61,7 @@ class TextEncoder:
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         self.cache_hits += len(texts) - len(missing)  # entries served without a new encoding
         self.cache_misses += len(missing)
-        fresh: dict[str, torch.Tensor] = {}
+        fresh: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         with torch.no_grad():
             for start in range(0, len(missing), self.batch_size):
                 chunk = missing[start : start + self.batch_size]
@@ -67,7 +69,8 @@ class TextEncoder:
                 if emb.shape != (len(chunk), self.dim):
                     expected = (len(chunk), self.dim)
                     raise RuntimeError(f"{self.name} produced {tuple(emb.shape)}, expected {expected}")
-                fresh.update(zip(chunk, F.normalize(emb, dim=1), strict=True))
+                unit = F.normalize(emb, dim=1)
+                fresh.update(zip(chunk, zip(emb, unit), strict=True))
         rows = []
         for text in texts:
             row = fresh.get(text)
@@ -81,11 +84,12 @@ class TextEncoder:
             self._cache.popitem(last=False)
         if not rows:
             return torch.zeros(0, self.dim)
-        return torch.stack(rows)
+        return torch.stack([row[1] if normalize else row[0] for row in rows])
 
     def cached(self, text: str) -> torch.Tensor | None:
-        """The cached (dim,) embedding of ``text``, or None."""
-        return self._cache.get(text)
+        """The cached (dim,) unit embedding of ``text``, or None."""
+        row = self._cache.get(text)
+        return None if row is None else row[1]
 
     def clear_cache(self) -> None:
         self._cache.clear()
@@ -120,7 +124,8 @@ class OpenCLIPTextEncoder(TextEncoder):
     """Text tower of an OpenCLIP model, loaded from a local checkpoint file.
 
     model: open_clip model name (e.g. ``convnext_large_d_320``); weights: local checkpoint
-    (``.bin``/``.pt``/``.safetensors``, full CLIP state dict or text keys only); config:
+    (``.bin``/``.pt``/``.safetensors``, full CLIP state dict or text keys only) or such a state
+    dict itself (a converted checkpoint's embedded text tower; built-in backend); config:
     optional config (dict, JSON path or model name) for the built-in tower, defaulting to
     the installed open_clip's ``model_configs/<model>.json``; backend: ``"auto"`` (open_clip
     if it imports, else built-in), ``"open_clip"`` or ``"builtin"``.
@@ -139,7 +144,10 @@ class OpenCLIPTextEncoder(TextEncoder):
         super().__init__(**kw)
         if backend not in ("auto", "open_clip", "builtin"):
             raise ValueError(f"backend must be 'auto', 'open_clip' or 'builtin', got {backend!r}")
-        if weights is None or not Path(weights).is_file():
+        in_memory = isinstance(weights, dict)
+        if in_memory:
+            backend = "builtin"
+        elif weights is None or not Path(weights).is_file():
             raise FileNotFoundError(f"openclip:{model} needs weights=<local checkpoint>, got {weights!r}")
         self.name = f"openclip:{model}"
         self.device = torch.device(device)
@@ -171,7 +179,8 @@ class OpenCLIPTextEncoder(TextEncoder):
 
             cfg = clip_text.load_text_config(model if config is None else config)
             self.tower = clip_text.CLIPTextTower(cfg)
-            state = clip_text.text_state_dict(clip_text.load_weights_file(weights))
+            source = weights if in_memory else clip_text.load_weights_file(weights)
+            state = clip_text.text_state_dict(source)
             try:
                 self.tower.load_state_dict(state, strict=True)
             except RuntimeError as exc:

@@ -1,8 +1,8 @@
-"""Sparse 3D convolution: tensor type, voxelization, and layers with two backends
-(pure PyTorch gather-GEMM-scatter, and MinkowskiEngine when it imports) sharing one
+"""Sparse 3D convolution: tensor type, voxelization, and layers with three backends
+(pure PyTorch gather-GEMM-scatter; spconv 2.x and MinkowskiEngine when they import) sharing one
 parameter layout."""
 
-from uniseg3d_model.sparse.backend import Backend, get_backend, minkowski_available
+from uniseg3d_model.sparse.backend import Backend, get_backend, minkowski_available, spconv_available
 from uniseg3d_model.sparse.nn import (
     GlobalPool,
     SparseBatchNorm,
@@ -34,6 +34,7 @@ __all__ = [
     "get_backend",
     "minkowski_available",
     "pack_coords",
+    "spconv_available",
     "unpack_keys",
     "voxelize",
 ]

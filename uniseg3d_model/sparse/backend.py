@@ -1,10 +1,14 @@
-"""Backend selection: the same layer API over the pure-PyTorch implementation or
+"""Backend selection: the same layer API over the pure-PyTorch implementation, spconv 2.x or
 MinkowskiEngine.
 
 A :class:`Backend` bundles the layer classes and the few functions a network needs
 (``relu``, ``cat``) plus the conversions between our :class:`~.tensor.SparseTensor` and the
 backend's native tensor. Layer constructors have identical signatures and create identical
-parameter names and shapes in both backends, so a state dict saved from one loads into the other.
+parameter names and shapes in every backend, so a state dict saved from one loads into the others.
+
+Names: ``"torch"`` (pure PyTorch, CPU and CUDA, the default everywhere), ``"spconv"`` (spconv 2.x,
+the official UniSeg3D backbone's library; selected only by name), ``"minkowski"``
+(MinkowskiEngine), ``"auto"`` (MinkowskiEngine when it imports, else torch; never spconv).
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from uniseg3d_model.sparse import functional as F
 from uniseg3d_model.sparse import nn as snn
 from uniseg3d_model.sparse.tensor import SparseTensor
 
-BACKEND_NAMES = ("auto", "torch", "minkowski")
+BACKEND_NAMES = ("auto", "torch", "spconv", "minkowski")
 
 
 @dataclass(frozen=True)
@@ -73,13 +77,33 @@ def minkowski_available() -> bool:
     return True
 
 
+def spconv_available() -> bool:
+    """True when ``spconv.pytorch`` (spconv 2.x) imports."""
+    if importlib.util.find_spec("spconv") is None:
+        return False
+    try:
+        import spconv.pytorch  # noqa: F401
+    except Exception:  # a wheel for another CUDA/torch raises all kinds of errors at import
+        return False
+    return True
+
+
 def get_backend(name: str = "auto") -> Backend:
-    """``"torch"``: pure PyTorch (CPU and CUDA). ``"minkowski"``: MinkowskiEngine (error when it
-    does not import). ``"auto"``: MinkowskiEngine when it imports, else torch."""
+    """``"torch"``: pure PyTorch (CPU and CUDA). ``"spconv"``: spconv 2.x (error when it does
+    not import). ``"minkowski"``: MinkowskiEngine (error when it does not import). ``"auto"``:
+    MinkowskiEngine when it imports, else torch."""
     if name not in BACKEND_NAMES:
         raise ValueError(f"backend must be one of {BACKEND_NAMES}, got {name!r}")
     if name == "torch":
         return TORCH_BACKEND
+    if name == "spconv":
+        if not spconv_available():
+            raise ValueError(
+                "backend='spconv' requested but spconv.pytorch does not import (pip install spconv)"
+            )
+        from uniseg3d_model.sparse.spconv_backend import spconv_backend
+
+        return spconv_backend()
     if name == "auto" and not minkowski_available():
         return TORCH_BACKEND
     if name == "minkowski" and not minkowski_available():

@@ -177,12 +177,29 @@ def _column_walk(
                     pos = pos + hit
 
 
-def strided_coords(coords: torch.Tensor, out_stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+def strided_coords(
+    coords: torch.Tensor, out_stride: int, bounds: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(M, 4)`` unique coordinates ``floor(c / out_stride) * out_stride`` (batch kept) and the
-    ``(N,)`` int64 index of each input row's output row."""
+    ``(N,)`` int64 index of each input row's output row.
+
+    bounds: optional ``(B, 3)`` / ``(1, 3)`` exclusive stride-1 extents (see
+    :class:`~.tensor.CoordinateCache`): output cells not wholly inside (``c + out_stride >
+    bound``) are dropped and their input rows get index -1.
+    """
     c = coords.to(torch.int64)
     down = torch.cat([c[:, :1], torch.div(c[:, 1:], out_stride, rounding_mode="floor") * out_stride], 1)
-    uniq, inverse = torch.unique(pack_coords(down), sorted=True, return_inverse=True)
+    if bounds is None:
+        uniq, inverse = torch.unique(pack_coords(down), sorted=True, return_inverse=True)
+        return unpack_keys(uniq), inverse
+    b = bounds.to(c.device)
+    limit = b[c[:, 0]] if b.shape[0] > 1 else b
+    if b.shape[0] > 1 and c.numel() and int(c[:, 0].max()) >= b.shape[0]:
+        raise ValueError(f"bounds: {b.shape[0]} rows but batch index {int(c[:, 0].max())} present")
+    keep = ((down[:, 1:] + out_stride) <= limit).all(dim=1)
+    uniq, inv_kept = torch.unique(pack_coords(down[keep]), sorted=True, return_inverse=True)
+    inverse = torch.full((c.shape[0],), -1, dtype=torch.int64, device=c.device)
+    inverse[keep] = inv_kept
     return unpack_keys(uniq), inverse
 
 
@@ -201,8 +218,13 @@ def downsample_map(
     if key in cache.maps:
         return cache.maps[key]
     in_coords = cache.coords[in_stride]
+    if cache.bounds is not None and (kernel_size != stride or dilation != 1):
+        raise ValueError(
+            f"strided conv with bounds: only kernel_size == stride, dilation 1 is supported "
+            f"(got kernel_size={kernel_size}, stride={stride}, dilation={dilation})"
+        )
     if out_stride not in cache.coords:
-        out_coords, inverse = strided_coords(in_coords, out_stride)
+        out_coords, inverse = strided_coords(in_coords, out_stride, cache.bounds)
         cache.register(out_stride, out_coords)
         cache.maps[("inverse", in_stride, out_stride)] = inverse
     out_coords = cache.coords[out_stride]
@@ -213,11 +235,12 @@ def downsample_map(
         # local index of each input inside its output cell, in ME's x-fastest order
         local = torch.div(in_coords[:, 1:].to(torch.int64) % out_stride, in_stride, rounding_mode="floor")
         kidx = local[:, 0] + kernel_size * (local[:, 1] + kernel_size * local[:, 2])
+        kidx[inverse < 0] = volume  # rows outside the bounds: an extra bin, never paired
         sort_k, perm = torch.sort(kidx, stable=True)
         counts = torch.bincount(sort_k, minlength=volume).tolist()
         pairs = []
         start = 0
-        for k, cnt in enumerate(counts):
+        for k, cnt in enumerate(counts[:volume]):
             if cnt:
                 rows = perm[start : start + cnt]
                 pairs.append((k, rows, inverse[rows]))

@@ -152,13 +152,14 @@ class SparseBatchNorm(nn.Module):
         super().__init__()
         self.bn = nn.BatchNorm1d(num_features, eps=eps, momentum=momentum)
 
-    def forward(self, x: SparseTensor) -> SparseTensor:
+    def normalize(self, feats: torch.Tensor) -> torch.Tensor:
+        """``feats (N, C) -> (N, C)`` normalized rows (shared with the spconv backend)."""
         bn = self.bn
         has_stats = bn.track_running_stats and bn.running_mean is not None
         # a training batch with a single row (e.g. the coarsest level of a tiny scene) has no
         # batch statistics; normalize it with the running statistics instead of failing
-        if (bn.training and x.feats.shape[0] > 1) or not has_stats:
-            return x.replace_feats(bn(x.feats))
+        if (bn.training and feats.shape[0] > 1) or not has_stats:
+            return bn(feats)
         # inference: one fused multiply-add (BatchNorm1d's (N, C) CPU kernel is several times slower)
         scale = torch.rsqrt(bn.running_var + bn.eps)
         if bn.weight is not None:
@@ -166,7 +167,10 @@ class SparseBatchNorm(nn.Module):
         shift = -bn.running_mean * scale
         if bn.bias is not None:
             shift = shift + bn.bias
-        return x.replace_feats(torch.addcmul(shift.to(x.feats.dtype), x.feats, scale.to(x.feats.dtype)))
+        return torch.addcmul(shift.to(feats.dtype), feats, scale.to(feats.dtype))
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        return x.replace_feats(self.normalize(x.feats))
 
 
 class SparseReLU(nn.Module):

@@ -77,12 +77,25 @@ class CoordinateCache:
     Holds, per stride, the coordinates and their sorted hash keys, and every kernel map
     built so far, so all layers of a network that work at the same stride reuse one map.
     ``maps`` is keyed by plain tuples chosen by the op that builds the map.
+
+    ``bounds`` (optional, set before any strided map is built): ``(B, 3)`` or ``(1, 3)`` int64
+    exclusive upper bounds of the stride-1 voxel indices per batch index, spconv's
+    ``spatial_shape``. With bounds, a strided convolution whose kernel equals its stride keeps an
+    output cell ``c`` at stride ``s`` only when it lies wholly inside, ``c + s <= bound``, and
+    drops the inputs that would reach other cells: spconv's output-size rule
+    ``floor((S - k) / s) + 1`` applied level after level. Coordinates must then be >= 0.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, bounds: torch.Tensor | None = None) -> None:
         self.coords: dict[int, torch.Tensor] = {}
         self.sorted_keys: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
         self.maps: dict[tuple, Any] = {}
+        self.bounds: torch.Tensor | None = None
+        if bounds is not None:
+            b = torch.as_tensor(bounds, dtype=torch.int64).reshape(-1, 3)
+            if b.numel() == 0 or bool((b < 1).any()):
+                raise ValueError(f"bounds must be positive (B, 3) voxel extents, got {b.tolist()}")
+            self.bounds = b
 
     def register(self, stride: int, coords: torch.Tensor) -> None:
         self.coords[stride] = coords
@@ -144,6 +157,8 @@ class SparseTensor:
         self.stride = int(stride)
         self.cache = cache if cache is not None else CoordinateCache()
         if self.stride not in self.cache.coords:
+            if self.cache.bounds is not None and self.coords.numel() and int(self.coords[:, 1:].min()) < 0:
+                raise ValueError("coords: spatial coordinates must be >= 0 when the cache has bounds")
             self.cache.register(self.stride, self.coords)
 
     def replace_feats(self, feats: torch.Tensor) -> SparseTensor:

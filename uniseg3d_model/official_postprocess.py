@@ -1,0 +1,167 @@
+"""The released UniSeg3D's post-processing (``uniseg3d.py`` ``predict_by_feat_*``,
+``mask_matrix_nms.py``, the config's ``test_cfg``), on tensors.
+
+:mod:`uniseg3d_model.postprocess` calls these for outputs whose ``protocol`` is "official"
+and wraps the results in its prediction containers. Shapes: Q queries, S superpoints,
+N points, V vocabulary classes; class columns are vocabulary indices throughout (the official
+code's thing-index labels ``l`` are our ``thing_columns[l]``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class OfficialTestConfig:
+    """``test_cfg`` of ``uniseg3d_1xb4_scannet_scanrefer_scannet200_unified.py`` plus the model's
+    ``inst_test_iou`` / ``pano_test_iou``. Mask/point thresholds are strict (``>``) as there."""
+
+    topk_insts: int = 600
+    inst_score_thr: float = 0.0
+    pan_score_thr: float = 0.5
+    npoint_thr: int = 100
+    obj_normalization: bool = True
+    sp_score_thr: float = 0.4
+    nms: bool = True
+    inst_test_iou: bool = False
+    pano_test_iou: bool = True
+
+
+TEST_CFG = OfficialTestConfig()
+
+
+def mask_matrix_nms_linear(
+    masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Matrix NMS with the linear kernel (mmdet's ``mask_matrix_nms``, no pre/post filtering) on
+    soft masks: masks (M, S) float, labels (M,), scores (M,). IoU of the soft masks (sum of
+    products over unweighted superpoints), class-aware. Returns (scores, labels, masks,
+    keep_inds) sorted by the decayed score, descending."""
+    if len(labels) == 0:
+        empty = masks.new_zeros(0, masks.shape[-1])
+        return scores.new_zeros(0), labels.new_zeros(0), empty, labels.new_zeros(0)
+    area = masks.sum(1).float()
+    scores, order = torch.sort(scores, descending=True)
+    masks, area, labels = masks[order], area[order], labels[order]
+    m = len(labels)
+    flat = masks.reshape(m, -1).float()
+    inter = flat @ flat.t()
+    ex_area = area.expand(m, m)
+    iou = (inter / (ex_area + ex_area.t() - inter)).triu(diagonal=1)
+    ex_labels = labels.expand(m, m)
+    same = (ex_labels == ex_labels.t()).triu(diagonal=1)
+    decay_iou = iou * same
+    compensate = decay_iou.max(0).values.expand(m, m).t()
+    decay = ((1 - decay_iou) / (1 - compensate)).min(0).values
+    scores = scores * decay
+    scores, again = torch.sort(scores, descending=True)
+    return scores, labels[again], masks[again], order[again]
+
+
+def instances(
+    class_logits: torch.Tensor,
+    masks: torch.Tensor,
+    iou: torch.Tensor | None,
+    class_columns: list[int],
+    superpoints: torch.Tensor,
+    score_thr: float,
+    use_iou: bool,
+    cfg: OfficialTestConfig = TEST_CFG,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``predict_by_feat_instance``: class_logits (Q, V + 1) (last column background), masks
+    (Q, S) logits, iou (Q,) raw IoU or None, class_columns the scored vocabulary columns,
+    superpoints (N,). Score = softmax over [columns, background] (x raw IoU when ``use_iou``),
+    top ``topk_insts`` (query, class) pairs, x mask score (object normalisation), linear
+    matrix NMS on the sigmoid masks, score > ``score_thr``, point mask = sigmoid >
+    ``sp_score_thr``, more than ``npoint_thr`` points.
+
+    Returns point masks (M, N) bool, vocabulary classes (M,) int64, scores (M,), in the order
+    the matrix NMS leaves them (descending score)."""
+    cols = torch.as_tensor(list(class_columns) + [class_logits.shape[1] - 1], device=class_logits.device)
+    probs = class_logits[:, cols].softmax(-1)[:, :-1]
+    c = probs.shape[1]
+    if use_iou and iou is not None:
+        probs = probs * iou.reshape(-1, 1)
+    labels = torch.arange(c, device=probs.device).repeat(len(probs))
+    k = min(cfg.topk_insts, probs.numel())
+    scores, idx = probs.flatten().topk(k, sorted=False)
+    labels = labels[idx]
+    mask_logits = masks[torch.div(idx, c, rounding_mode="floor")]
+    soft = mask_logits.sigmoid()
+    if cfg.obj_normalization:
+        pos = mask_logits > 0
+        scores = scores * (soft * pos).sum(1) / (pos.sum(1) + 1e-6)
+    if cfg.nms:
+        scores, labels, soft, _ = mask_matrix_nms_linear(soft, labels, scores)
+    point_masks = soft[:, superpoints] > cfg.sp_score_thr
+    keep = scores > score_thr
+    point_masks, labels, scores = point_masks[keep], labels[keep], scores[keep]
+    keep = point_masks.sum(1) > cfg.npoint_thr
+    classes = cols[:-1][labels[keep]]
+    return point_masks[keep], classes, scores[keep]
+
+
+def superpoint_semantic_logits(
+    sem_logits: torch.Tensor, masks: torch.Tensor, query_superpoints: torch.Tensor, num_superpoints: int
+) -> torch.Tensor:
+    """(S, V + 1) semantic logits per superpoint. Officially every superpoint is a query and
+    takes its own query's semantic logits (``sem_preds[:, classes].argmax(1)[superpoints]``);
+    a superpoint without a query (capped or training-time query selection) gets the
+    mask-weighted mean of the queries' semantic logits instead."""
+    out = torch.empty(num_superpoints, sem_logits.shape[1], dtype=sem_logits.dtype, device=sem_logits.device)
+    own = query_superpoints >= 0
+    covered = torch.zeros(num_superpoints, dtype=torch.bool, device=out.device)
+    covered[query_superpoints[own]] = True
+    if not bool(covered.all()):
+        weights = masks.sigmoid().t()  # (S, Q)
+        out[:] = weights @ sem_logits / weights.sum(1, keepdim=True).clamp_min(1e-6)
+    out[query_superpoints[own]] = sem_logits[: len(query_superpoints)][own]
+    return out
+
+
+def semantic(
+    sp_sem_logits: torch.Tensor, superpoints: torch.Tensor, columns: list[int] | None = None
+) -> torch.Tensor:
+    """``predict_by_feat_semantic``: (N,) int64 vocabulary index, the argmax over ``columns``
+    (default every class, never the background column) of each point's superpoint."""
+    if columns is None:
+        columns = list(range(sp_sem_logits.shape[1] - 1))
+    cols = torch.as_tensor(columns, device=sp_sem_logits.device)
+    return cols[sp_sem_logits[:, cols].argmax(dim=1)][superpoints]
+
+
+def panoptic(
+    stuff_map: torch.Tensor,
+    inst_masks: torch.Tensor,
+    inst_classes: torch.Tensor,
+    inst_scores: torch.Tensor,
+    npoint_thr: int = TEST_CFG.npoint_thr,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``predict_by_feat_panoptic`` after its two inputs: stuff_map (N,) stuff class per point
+    (semantic head over the stuff classes), instance path output (M, N) masks, (M,) classes,
+    (M,) scores (already thresholded at ``pan_score_thr``). Instances are painted in ascending
+    score order (higher scores win), those left with ``<= npoint_thr`` points are dropped.
+
+    Returns semantic (N,) int64 (stuff class or the covering thing's class), owner (N,) int64
+    index into the instance inputs or -1 (stuff), and the indices (K,) of the surviving
+    instances in descending score order."""
+    n = stuff_map.shape[0]
+    owner = torch.full((n,), -1, dtype=torch.long, device=stuff_map.device)
+    if inst_masks.shape[0] == 0:
+        return stuff_map.clone(), owner, torch.zeros(0, dtype=torch.long, device=stuff_map.device)
+    _, order = inst_scores.sort()
+    ranks = torch.arange(1, len(order) + 1, device=inst_masks.device).view(-1, 1)
+    painted, which = (ranks * inst_masks[order].long()).max(dim=0)  # 0 = no thing
+    values, counts = painted.unique(return_counts=True)
+    for value, count in zip(values.tolist(), counts.tolist()):
+        if value != 0 and count <= npoint_thr:
+            painted[painted == value] = 0
+    things = painted != 0
+    owner[things] = order[which[things]]
+    semantic = stuff_map.clone()
+    semantic[things] = inst_classes[owner[things]]
+    alive = torch.unique(painted[things]) - 1  # ascending rank -> ascending score
+    return semantic, owner, order[alive].flip(0)
