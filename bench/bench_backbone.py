@@ -1,23 +1,31 @@
-"""Backbone benchmark: forward time and peak memory of MinkUNet (pure-PyTorch backend) on CPU
-for synthetic 2 cm rooms of ~50k / 150k / 300k voxels, for the default (Res16UNet34C) and the
-small configuration, next to spconv 2.x (CPU) running the same U-Net topology and widths, and a
-matched single-layer comparison (3x3x3 submanifold conv, 32 -> 32 channels).
+"""Backbone benchmark: forward time and peak memory of MinkUNet (pure-PyTorch backend) for
+synthetic 2 cm rooms of ~50k / 150k / 300k voxels, for the default (Res16UNet34C) and the small
+configuration, next to spconv 2.x running the same U-Net topology and widths; a matched
+single-layer comparison (3x3x3 submanifold conv, 32 -> 32 channels); and the official UniSeg3D
+backbone (SPFormer's spconv U-Net, planes 32..160) three ways: our SpconvUNet on the pure-PyTorch
+backend, on the spconv backend, and spconv's own network with the official module names, all with
+the same (random) official weights, with the largest output difference to spconv's network.
 
-Run: ``.venv/bin/python bench/bench_backbone.py [--threads N]`` (``--quick`` for a smoke run).
-All times are medians over ``--repeats`` runs (the first included), in seconds; every run starts from a fresh
-sparse tensor, so kernel-map construction is included (as for a new scan). Peak memory is the
-highest process RSS sampled every 2 ms during one forward, minus the RSS just before it.
+Run: ``.venv/bin/python bench/bench_backbone.py [--threads N] [--device cuda] [--sections ...]``
+(``--quick`` for a smoke run). All times are medians over ``--repeats`` runs (the first
+included), in seconds; every run starts from a fresh sparse tensor, so kernel-map construction is
+included (as for a new scan). Peak memory on CPU is the highest process RSS sampled every 2 ms
+during one forward minus the RSS just before it; on CUDA the peak allocated GPU memory above the
+allocation before it.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import dataclasses
 import gc
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -26,6 +34,10 @@ from torch import nn
 
 from uniseg3d_model.backbone import BackboneConfig, MinkUNet, make_input
 from uniseg3d_model.sparse import SparseConv3d, SparseTensor, batch_coords, voxelize
+from uniseg3d_model.spconv_unet import SpconvUNet, SpconvUNetConfig, official_spatial_bounds
+from uniseg3d_model.spconv_unet_weights import official_backbone_state_dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.official_spconv_unet
 
 VOXEL = 0.02
 
@@ -102,20 +114,42 @@ class PeakRSS:
         self.peak_mib = (self._peak - self._base) / 2**20
 
 
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def median_time(fn: Callable[[], object], repeats: int) -> float:
     times = []
     for _ in range(repeats):
+        _sync()
         t0 = time.perf_counter()
         fn()
+        _sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+class PeakCUDA:
+    """Peak allocated CUDA memory above the allocation at entry, ``.peak_mib``."""
+
+    def __enter__(self) -> PeakCUDA:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        self._base = torch.cuda.memory_allocated()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.cuda.synchronize()
+        self.peak_mib = (torch.cuda.max_memory_allocated() - self._base) / 2**20
 
 
 def timed_runs(fn: Callable[[], object], args: argparse.Namespace) -> tuple[float, int, float]:
     """``(median seconds, runs, peak MiB)``: up to ``args.repeats`` runs, the first (which also
     warms up) watched for peak memory; no more repeats once they would exceed ``args.budget_s``."""
+    _sync()
     t0 = time.perf_counter()
-    with PeakRSS() as mem:
+    with PeakCUDA() if args.device == "cuda" else PeakRSS() as mem:
         fn()
     times = [time.perf_counter() - t0]
     while len(times) < args.repeats and sum(times) + times[0] <= args.budget_s:
@@ -223,7 +257,19 @@ def main() -> None:
         default=1,
         help="torch intra-op threads (1: stable figures on a shared machine)",
     )
+    parser.add_argument("--device", default="cpu", help="cpu | cuda (CUDA: GPU timings and GPU peak memory)")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["minkunet", "layer", "official"],
+        choices=["minkunet", "layer", "official"],
+        help="which tables to print",
+    )
     args = parser.parse_args()
+    if args.device not in ("cpu", "cuda"):
+        parser.error(f"--device must be cpu or cuda, got {args.device!r}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: torch.cuda.is_available() is False on this machine")
     if args.quick:
         args.sizes, args.repeats = [20_000], 1
     try:
@@ -235,12 +281,23 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     sp_state = "yes" if have_spconv else "no"
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, spconv {sp_state}")
+    dev = torch.device(args.device)
+    name = torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu"
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, spconv {sp_state}, device {name}")
     scenes = {}
     for target in args.sizes:
         vc = room_voxels(target)
-        coords = batch_coords([vc])
-        scenes[target] = (coords, torch.rand(coords.shape[0], 6))
+        coords = batch_coords([vc - vc.min(0).values])  # anchored at 0 like the official collate
+        scenes[target] = (coords.to(dev), torch.rand(coords.shape[0], 6, device=dev))
+    if "minkunet" in args.sections:
+        minkunet_rows(args, scenes, have_spconv)
+    if "layer" in args.sections:
+        layer_rows(args, scenes, have_spconv)
+    if "official" in args.sections:
+        official_rows(args, scenes, have_spconv)
+
+
+def minkunet_rows(args: argparse.Namespace, scenes: dict, have_spconv: bool) -> None:
 
     print(
         "\n| config | voxels | ours fwd s (runs) | ours peak MiB | spconv fwd s (runs) | spconv peak MiB ",
@@ -250,8 +307,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for name in args.configs:
         cfg = BackboneConfig.small(backend="torch") if name == "small" else BackboneConfig(backend="torch")
-        net = MinkUNet(cfg).eval()
-        ref = spconv_unet(cfg).eval() if have_spconv else None
+        net = MinkUNet(cfg).eval().to(args.device)
+        ref = spconv_unet(cfg).eval().to(args.device) if have_spconv else None
         for coords, feats in scenes.values():
             with torch.no_grad():
                 t_ours, n_ours, mem = timed_runs(
@@ -268,6 +325,8 @@ def main() -> None:
                     row += " - | - | - |"
             print(row, flush=True)
 
+
+def layer_rows(args: argparse.Namespace, scenes: dict, have_spconv: bool) -> None:
     print("\nSingle layer: 3x3x3 submanifold conv 32->32 on the full-resolution voxels (incl. kernel map);")
     print("same weights in both; 'rows off' = output rows where spconv differs from ours by > 1e-3")
     print("(ours equals dense torch conv3d, see tests/test_sparse_conv.py)")
@@ -275,9 +334,9 @@ def main() -> None:
         "| voxels | ours s | ours, cached map s | spconv s | spconv/ours | spconv rows off | max abs diff |"
     )
     print("|---|---|---|---|---|---|---|")
-    conv = SparseConv3d(32, 32, 3).eval()
+    conv = SparseConv3d(32, 32, 3).eval().to(args.device)
     for coords, _ in scenes.values():
-        f32 = torch.randn(coords.shape[0], 32)
+        f32 = torch.randn(coords.shape[0], 32, device=args.device)
         with torch.no_grad():
             t_ours = median_time(lambda c=coords, f=f32: conv(SparseTensor(c, f)), args.repeats + 2)
             x = SparseTensor(coords, f32)
@@ -285,13 +344,66 @@ def main() -> None:
             t_cached = median_time(lambda x=x: conv(x), args.repeats + 2)
             row = f"| {coords.shape[0]} | {t_ours:.3f} | {t_cached:.3f} |"
             if have_spconv:
-                sconv = spconv_layer_like(conv)
+                sconv = spconv_layer_like(conv).to(args.device)
                 t_sp = median_time(lambda c=coords, f=f32, m=sconv: m(spconv_input(c, f)), args.repeats + 2)
                 diff = (sconv(spconv_input(coords, f32)).features - ours).abs()
                 off = int((diff.max(1).values > 1e-3).sum())
                 row += f" {t_sp:.3f} | {t_sp / t_ours:.2f} | {off} | {float(diff.max()):.2g} |"
             else:
                 row += " - | - | - | - |"
+        print(row, flush=True)
+
+
+def timed_output(
+    fn: Callable[[], torch.Tensor], args: argparse.Namespace
+) -> tuple[float, int, float, torch.Tensor]:
+    """:func:`timed_runs` that also returns the last output."""
+    box: dict[str, torch.Tensor] = {}
+
+    def call() -> None:
+        box["y"] = fn()
+
+    t, n, mem = timed_runs(call, args)
+    return t, n, mem, box["y"]
+
+
+def official_rows(args: argparse.Namespace, scenes: dict, have_spconv: bool) -> None:
+    """Official backbone: SpconvUNet on the torch and spconv backends and spconv's own network,
+    one set of random official weights, official spatial shape (clip(max + 1, 128))."""
+    print("\nOfficial UniSeg3D backbone (SPFormer spconv U-Net, planes 32..160, 6 input channels), same")
+    print("random official weights in all three; max |diff| = largest output difference to spconv's own net")
+    print("| voxels | ours torch s (runs) | ours torch peak MiB | ours spconv-backend s (runs) ", end="")
+    print(
+        "| spconv net s (runs) | spconv net/ours torch | max abs diff torch | max abs diff spconv-backend |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    cfg = SpconvUNetConfig(spatial_extent="batch")
+    ref = ours_sp = None
+    state = SpconvUNet(cfg).state_dict()
+    if have_spconv:
+        from tests.official_spconv_unet import RefBackbone, randomize
+
+        ref = randomize(RefBackbone(), seed=0).to(args.device)
+        state, _ = official_backbone_state_dict({k: v.cpu() for k, v in ref.state_dict().items()}, cfg)
+        ours_sp = SpconvUNet(dataclasses.replace(cfg, backend="spconv")).eval()
+        ours_sp.load_state_dict(state)
+        ours_sp.to(args.device)
+    ours = SpconvUNet(cfg).eval()
+    ours.load_state_dict(state)
+    ours.to(args.device)
+    for coords, feats in scenes.values():
+        f = feats * 2 - 1
+        with torch.no_grad():
+            t, n, mem, y = timed_output(lambda c=coords, f=f: ours(SparseTensor(c, f)).feats, args)
+            row = f"| {coords.shape[0]} | {t:.2f} ({n}) | {mem:.0f} |"
+            if ref is None:
+                print(row + " - | - | - | - | - |", flush=True)
+                continue
+            t_b, n_b, _, y_b = timed_output(lambda c=coords, f=f: ours_sp(SparseTensor(c, f)).feats, args)
+            b = official_spatial_bounds(coords, cfg.min_spatial_shape, per_scene=False)[0]
+            t_r, n_r, _, y_r = timed_output(lambda c=coords, f=f, b=b: ref(c, f, b), args)
+            d_t, d_s = float((y - y_r).abs().max()), float((y_b - y_r).abs().max())
+            row += f" {t_b:.2f} ({n_b}) | {t_r:.2f} ({n_r}) | {t_r / t:.2f} | {d_t:.2g} | {d_s:.2g} |"
         print(row, flush=True)
 
 

@@ -177,7 +177,7 @@ def test_backend_selection_falls_back_to_torch_without_minkowski() -> None:
         with pytest.raises(ValueError, match="MinkowskiEngine"):
             get_backend("minkowski")
     with pytest.raises(ValueError, match="backend"):
-        BackboneConfig(backend="spconv")
+        BackboneConfig(backend="sparse")
 
 
 def test_invalid_config_and_input_raise() -> None:
@@ -207,6 +207,7 @@ def test_minkowski_and_torch_backends_agree_on_shared_weights() -> None:
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_forward_matches_cpu(net: MinkUNet) -> None:
     c, col = room_scene(8)

@@ -15,16 +15,23 @@ through the indice key ``down_<t>_<2t>``).
 
 Coordinates: spconv wants indices ``>= 0`` at each level's resolution and one ``spatial_shape``
 per batch. ``to_native`` shifts coordinates by an ``origin`` (a multiple of :data:`ALIGN`, so
-every strided level groups voxels exactly as our kernel maps do) and takes a spatial shape that
-is a multiple of ``ALIGN`` (nothing is dropped). When the input's cache has ``bounds`` (spconv's
-own ``spatial_shape``, see :class:`~.tensor.CoordinateCache`), origin 0 and those bounds are used,
-so spconv drops edge voxels exactly as the official model does; per-scene bounds that differ
-between scenes cannot be given to spconv (one shape per batch) and raise ``ValueError``.
+every strided level up to stride ``ALIGN`` groups voxels exactly as our kernel maps do) and takes
+the smallest spatial shape that is a multiple of ``ALIGN`` (nothing is dropped). When the
+input's cache has ``bounds`` (spconv's own ``spatial_shape``, see
+:class:`~.tensor.CoordinateCache`), origin 0 and those bounds are used, so spconv drops edge
+voxels exactly as the official model does; per-scene bounds that differ between scenes cannot
+be given to spconv (one shape per batch) and raise ``ValueError``.
 
 Known spconv 2.3.8 CPU defect: with more than one intra-op thread, SubMConv3d returns wrong rows
 on some inputs, differently from run to run (a race; e.g. 5 to 329 of 30,000 rows on a 64x64x32
 random grid, 2 threads; none in 24 single-thread runs). The CPU path therefore runs every
-spconv call with ``torch.set_num_threads(1)`` and restores the count afterwards.
+spconv call with ``torch.set_num_threads(1)`` and restores the count afterwards. A second one:
+when ``batch_size * prod(spatial_shape)`` reaches 2**31 spconv switches to 64-bit hash keys, and
+on CPU its submanifold results were then wrong (seen at 2 x 2048 x 2048 x 1024); the CPU path
+refuses such inputs with ``ValueError`` (a 2 cm grid reaches it only beyond ~25 m rooms).
+Third: spconv's CPU build has no backward pass (its backward asks for a CUDA stream), so on CPU
+this backend runs only without autograd (``torch.no_grad()`` or frozen inputs and kernels) and
+says so; gradients need CUDA (or the torch backend).
 """
 
 from __future__ import annotations
@@ -40,7 +47,8 @@ from uniseg3d_model.sparse import nn as snn
 from uniseg3d_model.sparse.backend import Backend
 from uniseg3d_model.sparse.tensor import SparseTensor, pack_coords
 
-ALIGN = 1024  # origin and spatial shape multiple: exact for tensor strides up to 1024
+ALIGN = 64  # origin and spatial shape multiple: exact for tensor strides up to 64
+INT32_MAX = 2**31 - 1
 
 
 @dataclass
@@ -117,6 +125,16 @@ class _SpconvConv(snn._ConvBase):
             raise ValueError(
                 f"{type(self).__name__}: input has {x.feats.shape[1]} channels, expected {self.in_channels}"
             )
+        device = x.feats.device
+        if (
+            device.type == "cpu"
+            and torch.is_grad_enabled()
+            and (x.feats.requires_grad or self.kernel.requires_grad)
+        ):
+            raise ValueError(
+                "spconv backend: spconv's CPU build has no backward pass (it asks for a CUDA stream); "
+                "run under torch.no_grad(), train with backend='torch', or use CUDA"
+            )
         op = self.__dict__["_op"]
         op.indice_key = indice_key
         op.weight = spconv_weight(self.kernel, self.kernel_size)
@@ -168,6 +186,8 @@ class SpconvConv3d(_SpconvConv):
         if self.stride == 1:
             key = f"subm_{x.stride}_{self.kernel_size}_{self.dilation}"
             return self._run(x, key, x.stride)
+        if x.stride * self.stride > ALIGN:
+            raise ValueError(f"spconv backend: tensor stride {x.stride * self.stride} exceeds {ALIGN}")
         return self._run(x, f"down_{x.stride}_{x.stride * self.stride}", x.stride * self.stride)
 
 
@@ -251,6 +271,12 @@ def to_native(x: SparseTensor) -> SpconvTensor:
     if x.stride > ALIGN:
         raise ValueError(f"spconv backend: tensor stride {x.stride} exceeds {ALIGN}")
     origin, shape = _spatial_setup(x)
+    volume = max(x.batch_size, 1) * shape[0] * shape[1] * shape[2]
+    if x.feats.device.type == "cpu" and volume >= INT32_MAX:
+        raise ValueError(
+            f"spconv backend: batch_size * spatial_shape = {volume} >= 2**31 - 1, where spconv's CPU "
+            "kernels give wrong results; crop the scene, use fewer scenes per batch or the torch backend"
+        )
     c = x.coords.to(torch.int64)
     idx = torch.cat([c[:, :1], (c[:, 1:] - origin.to(c.device)) // x.stride], 1).to(torch.int32)
     sp = spconv.SparseConvTensor(x.feats, idx.contiguous(), shape, max(x.batch_size, 1))
