@@ -210,16 +210,16 @@ def test_contrastive_raw_multiplier_ranking_sum_and_sigmoid_class_distillation()
 
 def test_semantic_head_cross_entropy_over_the_unified_queries() -> None:
     out, scene = _output(6, layers=1), _scene()
-    out.semantic_logits = torch.randn(6, V + 1, generator=torch.Generator().manual_seed(0))
+    out.final.sem_logits = torch.randn(10, V + 1, generator=torch.Generator().manual_seed(0))  # every query
     _, logs = OfficialCriterion(LossConfig(recipe="official"))([out], [scene])
     target = torch.tensor([CHAIR, CHAIR, TABLE, TABLE, 0, -100])  # sp 5 unlabelled: ignored
-    ref = F.cross_entropy(out.semantic_logits[:, :-1], target, ignore_index=-100)
+    ref = F.cross_entropy(out.final.sem_logits[:6, :-1], target, ignore_index=-100)  # unified queries
     assert logs["semantic"] == pytest.approx(float(ref), rel=1e-5)
 
 
 def test_total_is_the_weighted_sum_of_the_terms_and_build_criterion_picks_the_recipe() -> None:
     out, scene = _output(7), _scene()
-    out.semantic_logits = torch.randn(6, V, generator=torch.Generator().manual_seed(1))
+    out.final.sem_logits = torch.randn(10, V + 1, generator=torch.Generator().manual_seed(1))
     cfg = LossConfig(recipe="official")
     crit = build_criterion(cfg)
     assert isinstance(crit, OfficialCriterion) and cfg.mask_rule == "half"

@@ -18,15 +18,14 @@ from uniseg3d_model.data.official_export import export_official
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = yaml.safe_load((REPO / "training/configs/unified_scannet.yaml").read_text())
-TINY_MODEL = {
-    "preset": "small",
+TINY_MODEL = {  # the official architecture (spconv U-Net, instance/semantic/IoU heads), tiny
+    "preset": "official",
     "voxel_size": 0.1,
     "d_model": 32,
     "num_heads": 2,
     "num_layers": 2,
     "ffn_dim": 64,
-    "num_learned_queries": 0,
-    "backbone": {"planes": [8, 16, 16, 16, 16, 16, 16, 16], "init_dim": 8},
+    "spconv": {"in_channels": 6, "planes": [8, 16]},
 }
 
 

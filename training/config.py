@@ -4,7 +4,7 @@ A config file has the sections below; every key is optional (defaults are the pa
 ScanNet setting where one exists) and an unknown key is an error naming it::
 
     seed: 1
-    model: {preset: paper, ...ModelConfig overrides, backbone: {...}}
+    model: {preset: official|paper|small, ...ModelConfig overrides, backbone: {...}}
     text_encoder: {name: minilm}
     loss: {...LossConfig fields}
     data: {...DataConfig fields, augment_cfg: {...AugmentConfig fields}}
@@ -43,6 +43,9 @@ class DataConfig:
     click_mode: str = "official"  # "official" | "near_centre" (ours), see uniseg3d_model/data/prompts.py
     text_mode: str = "per_object"  # "per_object" (official) | "sentences" (ours)
     use_pseudo_masks: bool = True  # SAM3D (official data) / stand-in (ours) pseudo masks when present
+    # official heads' class prototypes (K, P, D); null: <root>/scannet_cls_embedding.pth when it
+    # exists, else the text encoder's class-name embeddings (training/init_weights.py)
+    class_embedding: str | None = None
     num_workers: int = 0
     augment_cfg: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -89,14 +92,16 @@ class TrainConfig:
     train: RunConfig = field(default_factory=RunConfig)
 
     def model_config(self) -> Any:
-        """The :class:`ModelConfig`: the preset (``paper``/``small``) updated with the other keys."""
+        """The :class:`ModelConfig`: the preset (``official``: the released architecture;
+        ``paper``/``small``: ours) updated with the other keys."""
         from uniseg3d_model.model import ModelConfig
 
         spec = dict(self.model)
         preset = spec.pop("preset", "paper")
-        if preset not in ("paper", "small"):
-            raise ValueError(f"model.preset must be 'paper' or 'small', got {preset!r}")
-        base = (ModelConfig.paper() if preset == "paper" else ModelConfig.small()).to_dict()
+        presets = {"official": ModelConfig.official, "paper": ModelConfig.paper, "small": ModelConfig.small}
+        if preset not in presets:
+            raise ValueError(f"model.preset must be one of {sorted(presets)}, got {preset!r}")
+        base = presets[preset]().to_dict()
         for key, value in spec.items():
             if isinstance(value, dict) and isinstance(base.get(key), dict):
                 base[key] = {**base[key], **value}

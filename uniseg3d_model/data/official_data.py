@@ -93,9 +93,9 @@ def load_infos(path: str | Path) -> list[dict]:
     return infos
 
 
-def read_class_embedding(root: str | Path) -> torch.Tensor:
+def read_class_embedding(root: str | Path, name: str = CLASS_EMBEDDING_FILE) -> torch.Tensor:
     """``<root>/scannet_cls_embedding.pth``: (K classes, P prototypes, D) float tensor."""
-    path = Path(root) / CLASS_EMBEDDING_FILE
+    path = Path(root) / name
     if not path.is_file():
         raise FileNotFoundError(f"class embedding file not found: {path}")
     emb = torch.load(path, map_location="cpu", weights_only=True)

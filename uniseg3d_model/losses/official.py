@@ -29,10 +29,11 @@ Every term, its weight and where it comes from (docs/model.md has the same table
   sigmoid(sentence class logits) and detached sigmoid(click class logits), weight 0.1 (~219-222).
 Scene means are over the scenes where a term exists, as in the official code.
 
-Model fields read: ``LayerPrediction.masks / class_logits / embeddings`` and, when the model has
-them, ``LayerPrediction.iou`` ((Q,) raw IoU head) and ``DecoderOutput.semantic_logits`` or
-``LayerPrediction.semantic_logits`` ((Qu, C) or (Qu, C + 1) semantic head of the unified queries);
-without ``iou`` the IoU term regresses sigmoid(``scores``); without a semantic head it is skipped.
+Model fields read (uniseg3d_model/encoding.py): ``LayerPrediction.masks / class_logits /
+embeddings`` and, with the official heads, ``LayerPrediction.iou`` ((Q,) raw IoU head, every
+layer) and the final layer's ``LayerPrediction.sem_logits`` ((Q, V + 1) semantic head, the last
+column the zero background, dropped as the official does); with our heads (no ``iou``) the IoU
+term regresses sigmoid(``scores``) and the semantic term is skipped.
 The contrastive multiplier is ``log(DecoderOutput.contrastive_scale)``: the model's raw parameter.
 """
 
@@ -66,8 +67,8 @@ def _iou_pred(out: DecoderOutput, layer: int) -> tuple[torch.Tensor, bool]:
 
 
 def _semantic_logits(out: DecoderOutput) -> torch.Tensor | None:
-    sem = getattr(out, "semantic_logits", None)
-    return sem if sem is not None else getattr(out.final, "semantic_logits", None)
+    """(Q, V + 1) final-layer semantic head (official heads), or None."""
+    return getattr(out.final, "sem_logits", None)
 
 
 class _Scene:
