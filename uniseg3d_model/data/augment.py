@@ -4,7 +4,7 @@ The official training pipeline (configs/uniseg3d_1xb4_scannet_scanrefer_scannet2
 ``train_pipeline``) runs, in this order: ``GlobalRotScaleTrans`` (rotation about z in
 [-3.14, 3.14], isotropic scale in [0.8, 1.2], translation N(0, 0.1) m per axis; no flips),
 colour normalisation, the prompt generators, and last ``ElasticTransfrom``
-(transforms_3d.py ~263-330), which writes ``elastic_coords``: the points in voxel units with a
+(transforms_3d.py ~238-311), which writes ``elastic_coords``: the points in voxel units with a
 two-scale elastic distortion, used only to place points into voxels; the point features (colour,
 xyz minus the scene mean) keep the undistorted coordinates. :func:`augment_scene` reproduces
 that order; the defaults of :class:`AugmentConfig` are that recipe. Flips, colour auto-contrast,

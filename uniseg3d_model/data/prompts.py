@@ -1,7 +1,7 @@
 """Training prompts of one scene: clicks for the interactive queries, sentences for the referring ones.
 
 Official recipe (transforms_3d.py, c272954):
-- ``PointPromptGeneration(samplePoint=True)`` (~113-158): a click on EVERY instance, instances in
+- ``PointPromptGeneration(samplePoint=True)`` (~113-165): a click on EVERY instance, instances in
   a random order; the click is, among up to 500 points drawn from the instance without
   replacement, the one nearest to the centroid of those drawn points.
 - ``TextPromptGeneration(random_select=False)`` (~13-59): EVERY described object, in a random

@@ -26,7 +26,7 @@ Every term, its weight and where it comes from (docs/model.md has the same table
   learnable multiplier initialised at log(1/0.07) = 2.66 (not exponentiated), both directions
   averaged, weight 0.1; ranking: sum over ordered pairs i != j of max(0, s_ij - s_jj) on the
   unscaled cosine, weight 0.1; click -> sentence class distillation: BCE between
-  sigmoid(sentence class logits) and detached sigmoid(click class logits), weight 0.1 (~219-222).
+  sigmoid(sentence class logits) and detached sigmoid(click class logits), weight 0.1 (~101-105).
 Scene means are over the scenes where a term exists, as in the official code.
 
 Model fields read (uniseg3d_model/encoding.py): ``LayerPrediction.masks / class_logits /
