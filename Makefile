@@ -41,7 +41,7 @@ test: setup
 	. scripts/env.sh && $(PY) -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	. scripts/env.sh && $(PY) -m uniseg3d_ros.demo
+	. scripts/env.sh && $(PY) -m uniseg3d_ros.tools.demo
 
 bench: setup
 	$(PIP) install -q $(CONSTRAIN) -r requirements/bench.txt

@@ -1,6 +1,7 @@
 """ament_python package ``uniseg3d_ros`` (the node) plus the pure-PyTorch ``uniseg3d_model``.
 
-Built by colcon in a ROS 2 workspace (``colcon build --packages-select uniseg3d_msgs uniseg3d_ros``)
+Built by colcon in a ROS 2 workspace (``colcon build --base-paths src src/uniseg3d_ros/msg``, see
+docs/install.md)
 or installed editable into the project venv (``pip install --no-deps --no-build-isolation -e .``).
 """
 
@@ -34,9 +35,9 @@ setup(
     install_requires=["setuptools"],
     entry_points={
         "console_scripts": [
-            "uniseg3d_node = uniseg3d_ros.node:main",
-            "uniseg3d_replay = uniseg3d_ros.replay:main",
-            "uniseg3d_demo = uniseg3d_ros.demo:main",
+            "uniseg3d_node = uniseg3d_ros.node.node:main",
+            "uniseg3d_replay = uniseg3d_ros.tools.replay:main",
+            "uniseg3d_demo = uniseg3d_ros.tools.demo.main:main",
         ],
     },
 )

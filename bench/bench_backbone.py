@@ -278,6 +278,12 @@ def main() -> None:
         have_spconv = not args.no_spconv
     except ImportError:
         have_spconv = False
+    if have_spconv:
+        from uniseg3d_model.sparse.spconv_backend import spconv_supports
+
+        if not spconv_supports(args.device):
+            print(f"spconv is a CPU-only build: no spconv rows on {args.device} (pip install spconv-cuXXX)")
+            have_spconv = False
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     sp_state = "yes" if have_spconv else "no"

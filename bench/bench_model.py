@@ -1,8 +1,14 @@
-"""UniSeg3D CPU latency: encode (backbone + superpoint pooling) once per scene, then one
+"""UniSeg3D latency: encode (backbone + superpoint pooling) once per scene, then one
 decoder pass per query against the cached encoding.
 
-Usage: python bench/bench_model.py [--sizes 25000 50000 100000] [--configs small paper]
+Usage: python bench/bench_model.py [--sizes 25000 50000 100000] [--config small paper official]
                                    [--repeats 5] [--threads 1] [--text-encoder minilm]
+                                   [--device cpu|cuda]
+
+``--config`` (alias ``--configs``): ``small`` / ``paper`` (ours, MinkUNet) and ``official``
+(``ModelConfig.official()``: the released UniSeg3D, spconv U-Net, official heads and
+post-processing; ``--backend`` picks the sparse backend of its backbone: ``torch`` (default,
+our layers) or ``spconv`` (the library)). ``--device cuda`` times with CUDA synchronisation.
 
 Scenes are synthetic rooms (floor, wall, four boxes) with superpoints from
 ``superpoints.segment_points`` (or a grid with ``--grid``, to get ScanNet-like superpoint
@@ -48,15 +54,31 @@ def scene_of_size(n: int, grid: float = 0.0) -> SceneSample:
 _FRESH = itertools.count()  # never-seen sentences, so the text encoder's cache cannot answer
 
 
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def timed_ms(fn, repeats: int) -> tuple[float, float]:
     """(median, min) wall time of ``fn`` in ms over ``repeats`` calls after one warm-up."""
     fn()
+    _sync()
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
+        _sync()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times), min(times)
+
+
+def build_config(name: str, backend: str) -> ModelConfig:
+    """small / paper (ours) or official (the released architecture, its backbone on ``backend``)."""
+    if name == "small":
+        return ModelConfig.small()
+    if name == "paper":
+        return ModelConfig.paper()
+    return ModelConfig.official(spconv={**ModelConfig.official().spconv, "backend": backend})
 
 
 def bench(model: UniSeg3D, scene: SceneSample, repeats: int) -> dict[str, tuple[float, float]]:
@@ -100,21 +122,33 @@ def bench(model: UniSeg3D, scene: SceneSample, repeats: int) -> dict[str, tuple[
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[25_000, 50_000, 100_000])
-    ap.add_argument("--configs", nargs="+", default=["small", "paper"], choices=["small", "paper"])
+    ap.add_argument("--config", "--configs", dest="configs", nargs="+", default=["small", "paper"],
+                    choices=["small", "paper", "official"])
+    ap.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda[:i]")
+    ap.add_argument("--backend", default="torch", choices=["torch", "spconv"],
+                    help="sparse backend of the official config's backbone")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: steadiest on a shared host)")
     ap.add_argument("--text-encoder", default="minilm")
     ap.add_argument("--grid", type=float, default=0.0, help="grid superpoint size (m); 0: segment_points")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        ap.error(f"--device {args.device}: CUDA is not available in this torch build")
     encoder = build_text_encoder(args.text_encoder)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"torch {torch.__version__}, {args.threads} threads, text encoder {encoder.name}, load {load:.1f}")
+    where = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
+    print(f"torch {torch.__version__}, {args.threads} threads, text encoder {encoder.name}, "
+          f"device {where}, load {load:.1f}")
     scenes = {n: scene_of_size(n, args.grid) for n in args.sizes}
     for name in args.configs:
         torch.manual_seed(0)
-        cfg = ModelConfig.small() if name == "small" else ModelConfig.paper()
-        model = UniSeg3D(cfg, encoder).eval()
+        try:
+            cfg = build_config(name, args.backend)
+            model = UniSeg3D(cfg, encoder).to(args.device).eval()
+        except (ImportError, ValueError) as exc:
+            print(f"\n== {name} config: cannot build ({exc})")
+            continue
         params = sum(p.numel() for p in model.parameters()) / 1e6
         print(
             f"\n== {name} config ({params:.2f} M parameters): median (min) ms; encode/full over "

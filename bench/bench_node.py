@@ -1,6 +1,6 @@
 """Node-side benchmark: what a query and a sensor message cost inside ``uniseg3d_node``.
 
-1. Query latency of the inference engine (``uniseg3d_ros.engine``) on fused maps of a synthetic
+1. Query latency of the inference engine (``uniseg3d_ros.inference.engine``) on fused maps of a synthetic
    room at two point densities, untrained ``ModelConfig.small()`` model, hash text encoder:
    the first ``segment`` on a new map version (superpoints + backbone + decoder), then
    ``segment`` / ``refer`` / ``interactive`` / ``open_vocab`` against the unchanged map
@@ -24,9 +24,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.synthetic_room import make_room  # noqa: E402
-from uniseg3d_ros.engine import load_engine  # noqa: E402
-from uniseg3d_ros.pointcloud2 import cloud_to_arrays, points_to_cloud  # noqa: E402
-from uniseg3d_ros.scene_map import SceneMap  # noqa: E402
+from uniseg3d_ros.inference.engine import load_engine  # noqa: E402
+from uniseg3d_ros.mapping.pointcloud2 import cloud_to_arrays, points_to_cloud  # noqa: E402
+from uniseg3d_ros.mapping.scene_map import SceneMap  # noqa: E402
 
 
 def median_ms(fn, repeats: int) -> float:

@@ -1,7 +1,7 @@
 """SceneMap integration throughput and memory vs Open3D voxel down-sampling, measured in one run.
 
 Frames: 640x480 uint16 depth + RGB ray-cast from an Open3D mesh room (tests/test_scene_map.py), back-
-projected with ``uniseg3d_ros.rgbd.depth_to_points`` (~250-300k points each), 2 cm voxels.
+projected with ``uniseg3d_ros.mapping.rgbd.depth_to_points`` (~250-300k points each), 2 cm voxels.
 
 For each starting map size (voxels already in the map, pre-filled with distinct voxels away from the room)
 the script integrates every frame and reports the median time per frame. References, same frames, same
@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import open3d as o3d  # noqa: E402
 
 from tests.test_scene_map import build_room, look_at, render  # noqa: E402
-from uniseg3d_ros.pointcloud2 import cloud_to_arrays, points_to_cloud, segmented_cloud  # noqa: E402
-from uniseg3d_ros.rgbd import depth_to_points  # noqa: E402
-from uniseg3d_ros.scene_map import SceneMap, transform_points  # noqa: E402
+from uniseg3d_ros.mapping.pointcloud2 import cloud_to_arrays, points_to_cloud, segmented_cloud  # noqa: E402
+from uniseg3d_ros.mapping.rgbd import depth_to_points  # noqa: E402
+from uniseg3d_ros.mapping.scene_map import SceneMap, transform_points  # noqa: E402
 
 K640 = np.array([[525.0, 0.0, 319.5], [0.0, 525.0, 239.5], [0.0, 0.0, 1.0]])
 VOXEL = 0.02

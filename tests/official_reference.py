@@ -39,13 +39,15 @@ class OfficialScene:
     """points (N, 6) float32: xyz [m], rgb 0..255; superpoints (N,) int64 ids 0..S-1;
     clicks (M,) int64 clicked SUPERPOINT ids (``point_prompt_sp_ids``) or None;
     text_features (T, E) raw text-tower outputs, or text_tokens (T, L) int64 to run the
-    official text tower from the state dict (features win when both are given)."""
+    official text tower from the state dict (features win when both are given);
+    click_points (M,) int64: indices of the clicked points, when known (not used here)."""
 
     points: torch.Tensor
     superpoints: torch.Tensor
     clicks: torch.Tensor | None = None
     text_features: torch.Tensor | None = None
     text_tokens: torch.Tensor | None = None
+    click_points: torch.Tensor | None = None
 
 
 def interaction_mask(n_unified: int, n_total: int) -> torch.Tensor:

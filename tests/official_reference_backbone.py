@@ -19,14 +19,15 @@ spconv semantics, checked against spconv 2.3.8 (tests/test_official_reference.py
   ``(out, kx, ky, kz, in)``), read at the active sites only, the input zero elsewhere (spconv's
   CPU SubM agrees on sparse grids and is wrong on dense ones, so it is not the reference);
 - SparseConv3d k2 s2 = dense ``conv3d(stride=2)``; active outputs = sites with an active input
-  in their 2x2x2 cell (coordinate // 2);
+  in their 2x2x2 cell (coordinate // 2), limited to spconv's output spatial shape
+  (S - 2) // 2 + 1: with an odd S (spatial shape = clip(max index + 1, 128), so any scene over
+  2.56 m along an axis can have one) the last slice has no coarse site and is dropped;
 - SparseInverseConv3d k2 (paired by indice_key) = ``conv_transpose3d(stride=2)`` with weight
-  ``W.permute(4, 0, 1, 2, 3)``, read at the paired conv's input sites.
+  ``W.permute(4, 0, 1, 2, 3)``, read at the paired conv's input sites (zero at sites whose
+  coarse cell was dropped).
 """
 
 from __future__ import annotations
-
-import re
 
 import torch
 import torch.nn.functional as F
@@ -61,8 +62,8 @@ def batch_norm(sd: State, prefix: str, x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / torch.sqrt(var + BN_EPS) * sd[prefix + "weight"] + sd[prefix + "bias"]
 
 
-def _dense(feats: torch.Tensor, coords: torch.Tensor, size: int) -> torch.Tensor:
-    out = feats.new_zeros(feats.shape[1], size, size, size)
+def _dense(feats: torch.Tensor, coords: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    out = feats.new_zeros(feats.shape[1], *dims)
     out[:, coords[:, 0], coords[:, 1], coords[:, 2]] = feats.T
     return out[None]
 
@@ -71,72 +72,86 @@ def _gather(dense: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     return dense[0][:, coords[:, 0], coords[:, 1], coords[:, 2]].T
 
 
-def subm_conv(feats: torch.Tensor, coords: torch.Tensor, size: int, weight: torch.Tensor
-              ) -> torch.Tensor:
+def _even_dims(coords: torch.Tensor) -> tuple[int, ...]:
+    """Smallest even per-axis grid covering coords (a stride-2 conv then sees every site)."""
+    ext = coords.max(0)[0] + 1
+    return tuple(int(e + e % 2) for e in ext)
+
+
+def subm_conv(feats: torch.Tensor, coords: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Submanifold conv, kernel 3 (padding 1) or 1: (n, Cin) at coords -> (n, Cout)."""
     k = weight.shape[1]
-    out = F.conv3d(_dense(feats, coords, size), weight.permute(0, 4, 1, 2, 3), padding=k // 2)
-    return _gather(out, coords)
+    dense = _dense(feats, coords, _even_dims(coords))
+    return _gather(F.conv3d(dense, weight.permute(0, 4, 1, 2, 3), padding=k // 2), coords)
 
 
-def down_conv(feats: torch.Tensor, coords: torch.Tensor, size: int, weight: torch.Tensor
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SparseConv3d k2 s2: -> (features at the coarse sites, coarse coords (m, 3))."""
+def coarse_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """spconv output spatial shape of a k2 s2 p0 conv: (S - 2) // 2 + 1 per axis."""
+    return tuple((s - 2) // 2 + 1 for s in shape)
+
+
+def down_conv(feats: torch.Tensor, coords: torch.Tensor, shape: tuple[int, ...],
+              weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SparseConv3d k2 s2 on a spconv tensor of spatial ``shape``: -> (features at the coarse
+    sites, coarse coords (m, 3)). A coarse site outside ``coarse_shape(shape)`` (the last slice
+    of an odd axis) does not exist in spconv and is dropped."""
     coarse = torch.unique(coords // 2, dim=0)
-    out = F.conv3d(_dense(feats, coords, size), weight.permute(0, 4, 1, 2, 3), stride=2)
+    coarse = coarse[(coarse < torch.tensor(coarse_shape(shape))).all(1)]
+    out = F.conv3d(_dense(feats, coords, _even_dims(coords)), weight.permute(0, 4, 1, 2, 3),
+                   stride=2)
     return _gather(out, coarse), coarse
 
 
-def inverse_conv(feats: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor, size: int,
+def inverse_conv(feats: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor,
                  weight: torch.Tensor) -> torch.Tensor:
-    """SparseInverseConv3d k2 paired with a k2 s2 conv: coarse (m, C1) -> fine sites (n, C0)."""
-    out = F.conv_transpose3d(_dense(feats, coarse, size // 2), weight.permute(4, 0, 1, 2, 3),
-                             stride=2)
+    """SparseInverseConv3d k2 paired with a k2 s2 conv: coarse (m, C1) -> fine sites (n, C0);
+    a fine site whose coarse cell was dropped gets zeros."""
+    dims = _even_dims(fine)
+    out = F.conv_transpose3d(_dense(feats, coarse, tuple(d // 2 for d in dims)),
+                             weight.permute(4, 0, 1, 2, 3), stride=2)
     return _gather(out, fine)
 
 
-def residual_block(sd: State, p: str, x: torch.Tensor, coords: torch.Tensor, size: int
-                   ) -> torch.Tensor:
+def residual_block(sd: State, p: str, x: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     """Pre-norm ResidualBlock (spconv_unet.py:24-91): conv_branch(x) + i_branch(x)."""
     y = torch.relu(batch_norm(sd, p + "conv_branch.0.", x))
-    y = subm_conv(y, coords, size, sd[p + "conv_branch.2.weight"])
+    y = subm_conv(y, coords, sd[p + "conv_branch.2.weight"])
     y = torch.relu(batch_norm(sd, p + "conv_branch.3.", y))
-    y = subm_conv(y, coords, size, sd[p + "conv_branch.5.weight"])
+    y = subm_conv(y, coords, sd[p + "conv_branch.5.weight"])
     identity = x
     if p + "i_branch.0.weight" in sd:
-        identity = subm_conv(x, coords, size, sd[p + "i_branch.0.weight"])
+        identity = subm_conv(x, coords, sd[p + "i_branch.0.weight"])
     return y + identity
 
 
-def unet(sd: State, p: str, x: torch.Tensor, coords: torch.Tensor, size: int) -> torch.Tensor:
-    """SpConvUNet.forward (spconv_unet.py:201-236), one level and the levels below it."""
-    out = residual_block(sd, p + "blocks.block0.", x, coords, size)
-    out = residual_block(sd, p + "blocks.block1.", out, coords, size)
+def unet(sd: State, p: str, x: torch.Tensor, coords: torch.Tensor, shape: tuple[int, ...]
+         ) -> torch.Tensor:
+    """SpConvUNet.forward (spconv_unet.py:201-236), one level and the levels below it;
+    ``shape`` is the level's spconv spatial shape."""
+    out = residual_block(sd, p + "blocks.block0.", x, coords)
+    out = residual_block(sd, p + "blocks.block1.", out, coords)
     if p + "conv.2.weight" not in sd:
         return out
     d = torch.relu(batch_norm(sd, p + "conv.0.", out))
-    d, coarse = down_conv(d, coords, size, sd[p + "conv.2.weight"])
-    d = unet(sd, p + "u.", d, coarse, size // 2)
+    d, coarse = down_conv(d, coords, shape, sd[p + "conv.2.weight"])
+    d = unet(sd, p + "u.", d, coarse, coarse_shape(shape))
     d = torch.relu(batch_norm(sd, p + "deconv.0.", d))
-    d = inverse_conv(d, coarse, coords, size, sd[p + "deconv.2.weight"])
+    d = inverse_conv(d, coarse, coords, sd[p + "deconv.2.weight"])
     out = torch.cat((out, d), dim=1)
-    out = residual_block(sd, p + "blocks_tail.block0.", out, coords, size)
-    return residual_block(sd, p + "blocks_tail.block1.", out, coords, size)
+    out = residual_block(sd, p + "blocks_tail.block0.", out, coords)
+    return residual_block(sd, p + "blocks_tail.block1.", out, coords)
 
 
-def grid_size(coords: torch.Tensor, levels: int) -> int:
-    """Cubic dense grid covering coords, divisible by 2**(levels-1)."""
-    step = 2 ** (levels - 1)
-    extent = int(coords.max()) + 1
-    return -(-extent // step) * step
+def spatial_shape(coords: torch.Tensor, min_spatial_shape: int = 128) -> tuple[int, ...]:
+    """uniseg3d.py:405-406: clip(max voxel index + 1, min_spatial_shape) per axis."""
+    return tuple(max(int(m) + 1, min_spatial_shape) for m in coords.max(0)[0])
 
 
-def backbone(sd: State, coords: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
+def backbone(sd: State, coords: torch.Tensor, feats: torch.Tensor,
+             min_spatial_shape: int = 128) -> torch.Tensor:
     """input_conv -> unet -> output_layer (uniseg3d.py:372-374). (V, 6) -> (V, C)."""
-    levels = 1 + sum(1 for k in sd if re.fullmatch(r"unet\.(u\.)*conv\.2\.weight", k))
-    size = grid_size(coords, levels)
-    x = subm_conv(feats, coords, size, sd["input_conv.0.weight"])
-    x = unet(sd, "unet.", x, coords, size)
+    x = subm_conv(feats, coords, sd["input_conv.0.weight"])
+    x = unet(sd, "unet.", x, coords, spatial_shape(coords, min_spatial_shape))
     return torch.relu(batch_norm(sd, "output_layer.0.", x))
 
 
@@ -151,7 +166,9 @@ def superpoint_features(voxel_feats: torch.Tensor, inverse: torch.Tensor,
 
 
 def scene_superpoint_features(sd: State, points: torch.Tensor, superpoints: torch.Tensor,
-                              voxel_size: float = 0.02) -> torch.Tensor:
+                              voxel_size: float = 0.02, min_spatial_shape: int = 128
+                              ) -> torch.Tensor:
     """Raw scene (N, 6: xyz m, rgb 0..255), superpoint ids (N,) -> (S, C) features."""
     coords, feats, inverse = voxelize(normalize_colors(points), voxel_size)
-    return superpoint_features(backbone(sd, coords, feats), inverse, superpoints)
+    voxel_feats = backbone(sd, coords, feats, min_spatial_shape)
+    return superpoint_features(voxel_feats, inverse, superpoints)

@@ -12,7 +12,7 @@ Typical use::
     def test_something():
         with rosutil.ros_domain() as domain, rosutil.ros_context(domain) as ctx:
             env = rosutil.ros_env(domain)
-            with rosutil.start_python(["-m", "uniseg3d_ros.node"], env=env) as server:
+            with rosutil.start_python(["-m", "uniseg3d_ros.node.node"], env=env) as server:
                 node = rclpy.create_node("probe", context=ctx)
                 client = node.create_client(Segment, "/uniseg3d/segment")
                 rosutil.wait_for_service(node, client, timeout=20.0, procs=[server])
@@ -38,7 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from uniseg3d_ros.ros_domain import isolation_env, lease_domain, stop_process
+from uniseg3d_ros.tools.ros_domain import isolation_env, lease_domain, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 INSTALL_PREFIX = REPO_ROOT / "install"
@@ -115,7 +115,7 @@ def ros_env(domain_id: int, extra: dict[str, str] | None = None) -> dict[str, st
 @contextmanager
 def ros_domain(cooldown: float = 30.0) -> Iterator[int]:
     """Lease a ROS domain id no other cooperating process on this machine holds
-    (:func:`uniseg3d_ros.ros_domain.lease_domain`); ``UNISEG3D_TEST_DOMAIN_ID`` forces an id."""
+    (:func:`uniseg3d_ros.tools.ros_domain.lease_domain`); ``UNISEG3D_TEST_DOMAIN_ID`` forces an id."""
     forced = os.environ.get("UNISEG3D_TEST_DOMAIN_ID")
     with lease_domain(int(forced) if forced else None, cooldown=cooldown) as domain_id:
         yield domain_id
@@ -200,7 +200,7 @@ class RosProcess:
 def start_python(
     args: Sequence[str], env: dict[str, str], cwd: Path = REPO_ROOT, name: str | None = None
 ) -> RosProcess:
-    """Start ``python <args>`` (e.g. ``["-m", "uniseg3d_ros.node", "--ros-args", ...]`` or
+    """Start ``python <args>`` (e.g. ``["-m", "uniseg3d_ros.node.node", "--ros-args", ...]`` or
     ``[script, "--serve"]``) with ``env`` (from ``ros_env``). Use as a context manager to stop it."""
     if not args or (args[0] == "-m" and len(args) < 2):
         raise ValueError(f"args={list(args)!r}: pass a script path or ['-m', 'package.module', ...]")

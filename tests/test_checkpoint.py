@@ -84,10 +84,13 @@ def test_missing_state_dict_entry_is_named(trained, tmp_path):
         load_checkpoint(bad)
 
 
-def test_text_encoder_dimension_mismatch_is_rejected(trained):
+def test_text_encoder_dimension_mismatch_is_rejected_naming_both_encoders(trained):
     _, path = trained
-    with pytest.raises(ValueError, match="text_dim"):
+    trained_with = read_checkpoint(path)["text_encoder"]
+    with pytest.raises(ValueError, match="text_dim") as err:
         load_checkpoint(path, text_encoder=build_text_encoder("hash:16"))
+    assert "'hash:16' gives 16-d" in str(err.value)  # the encoder given, not the checkpoint's
+    assert repr(trained_with) in str(err.value)
 
 
 def test_not_a_checkpoint(tmp_path):

@@ -16,9 +16,9 @@ import pytest
 
 from tests import rosutil
 from tests.test_render import _read_png
-from uniseg3d_ros.demo import parse_args
-from uniseg3d_ros.demo_figures import ANSWER, TRUTH, FigureMaker
-from uniseg3d_ros.demo_scene import (
+from uniseg3d_ros.tools.demo.figures import ANSWER, TRUTH, FigureMaker
+from uniseg3d_ros.tools.demo.main import parse_args
+from uniseg3d_ros.tools.demo.scene import (
     DemoRoom,
     best_match,
     click_point,
@@ -192,7 +192,7 @@ def _run_demo(out: Path, extra: list[str], timeout: float = 150.0) -> tuple[subp
             [
                 sys.executable,
                 "-m",
-                "uniseg3d_ros.demo",
+                "uniseg3d_ros.tools.demo.main",
                 "--out",
                 str(out),
                 "--domain-id",
@@ -215,7 +215,7 @@ def _leftover_children(domain: int) -> list[str]:
     found = []
     for p in psutil.process_iter(["cmdline"]):
         cmd = " ".join(p.info["cmdline"] or [])
-        if "uniseg3d_ros.node" not in cmd and "uniseg3d_ros.replay" not in cmd:
+        if "uniseg3d_ros.node.node" not in cmd and "uniseg3d_ros.tools.replay" not in cmd:
             continue
         try:
             if p.environ().get("ROS_DOMAIN_ID") == str(domain):
@@ -300,7 +300,7 @@ def test_sigterm_stops_the_demo_and_its_node(tmp_path):
         cmd = [
             sys.executable,
             "-m",
-            "uniseg3d_ros.demo",
+            "uniseg3d_ros.tools.demo.main",
             "--out",
             str(tmp_path / "demo"),
             "--domain-id",

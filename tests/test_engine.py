@@ -10,8 +10,14 @@ import torch
 from tests.synthetic_room import make_room
 from uniseg3d_model.model import ModelConfig, UniSeg3D
 from uniseg3d_model.text_encoders import build_text_encoder
-from uniseg3d_ros.engine import EngineConfig, InferenceEngine, QueryResult, instance_stats, load_engine
-from uniseg3d_ros.scene_map import SceneMap
+from uniseg3d_ros.inference.engine import (
+    EngineConfig,
+    InferenceEngine,
+    QueryResult,
+    instance_stats,
+    load_engine,
+)
+from uniseg3d_ros.mapping.scene_map import SceneMap
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +151,7 @@ def test_missing_named_checkpoint_raises(tmp_path):
 
 
 def test_random_model_fallback_is_announced(monkeypatch, tmp_path):
-    import uniseg3d_ros.engine as engine_mod
+    import uniseg3d_ros.inference.engine as engine_mod
 
     monkeypatch.setattr(engine_mod, "default_checkpoint", lambda: tmp_path / "absent.pt")
     eng = load_engine("", text_encoder="hash")

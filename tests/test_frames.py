@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from uniseg3d_ros.frames import (
+from uniseg3d_ros.mapping.frames import (
     PoseBuffer,
     PoseResolver,
     matrix_to_pose,
@@ -133,7 +133,7 @@ def test_resolver_tf_without_tf2_raises():
 
 
 def test_sec_to_stamp_splits_and_rounds():
-    from uniseg3d_ros.frames import sec_to_stamp
+    from uniseg3d_ros.mapping.frames import sec_to_stamp
 
     assert sec_to_stamp(12.5) == (12, 500_000_000)
     assert sec_to_stamp(0.999999999999) == (1, 0)
@@ -142,7 +142,7 @@ def test_sec_to_stamp_splits_and_rounds():
 
 
 def test_pose_wait_queue_releases_items_when_their_pose_arrives():
-    from uniseg3d_ros.frames import PoseWaitQueue
+    from uniseg3d_ros.mapping.frames import PoseWaitQueue
 
     buf = PoseBuffer(tolerance=0.01)
     queue = PoseWaitQueue(maxlen=3, tolerance=0.01)
@@ -161,7 +161,7 @@ def test_pose_wait_queue_releases_items_when_their_pose_arrives():
 
 
 def test_pose_wait_queue_is_bounded():
-    from uniseg3d_ros.frames import PoseWaitQueue
+    from uniseg3d_ros.mapping.frames import PoseWaitQueue
 
     queue = PoseWaitQueue(maxlen=2)
     dropped = [queue.push("camera", float(t), t) for t in range(5)]

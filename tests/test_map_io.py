@@ -1,4 +1,4 @@
-"""SceneMap files (uniseg3d_ros.map_io): exact .npz round trips, .ply for viewers, atomic writes and
+"""SceneMap files (uniseg3d_ros.mapping.map_io): exact .npz round trips, .ply for viewers, atomic writes and
 validation of every field on load, on maps fused from the ray-cast room of test_scene_map."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tests.test_scene_map import build_room, fused, room_poses
-from uniseg3d_ros.scene_map import SceneMap
+from uniseg3d_ros.mapping.map_io import load_map, save_map
+from uniseg3d_ros.mapping.scene_map import SceneMap
 
 o3d = pytest.importorskip("open3d")
 
@@ -18,7 +19,7 @@ o3d = pytest.importorskip("open3d")
 @pytest.fixture(scope="module")
 def room():
     from tests.test_scene_map import K, render
-    from uniseg3d_ros.rgbd import depth_to_points
+    from uniseg3d_ros.mapping.rgbd import depth_to_points
 
     scene, rgbs = build_room()
     frames = []
@@ -32,8 +33,8 @@ def room():
 def test_npz_round_trip_is_exact(room, tmp_path: Path):
     _, _, frames = room
     m = fused(frames[:3], max_voxels=123_456, crop_min=[-1, -1, -1], crop_max=[5, 5, 5], max_range=7.5)
-    m.save(tmp_path / "map.npz")
-    loaded = SceneMap.load(tmp_path / "map.npz")
+    save_map(m, tmp_path / "map.npz")
+    loaded = load_map(tmp_path / "map.npz")
     a, b = m.snapshot(), loaded.snapshot()
     for k in ("keys", "points", "colors", "counts", "last_seen"):
         np.testing.assert_array_equal(getattr(a, k), getattr(b, k))
@@ -48,10 +49,10 @@ def test_npz_round_trip_is_exact(room, tmp_path: Path):
 def test_ply_round_trip_keeps_geometry_and_counts(room, tmp_path: Path):
     _, _, frames = room
     m = fused(frames[:2])
-    m.save(tmp_path / "map.ply")
+    save_map(m, tmp_path / "map.ply")
     head = (tmp_path / "map.ply").read_bytes()[:400]
     assert b"property uchar red" in head and b"property int count" in head
-    loaded = SceneMap.load(tmp_path / "map.ply")
+    loaded = load_map(tmp_path / "map.ply")
     a, b = m.snapshot(), loaded.snapshot()
     ia, ib = np.argsort(a.keys), np.argsort(b.keys)
     np.testing.assert_array_equal(a.keys[ia], b.keys[ib])
@@ -62,8 +63,8 @@ def test_ply_round_trip_keeps_geometry_and_counts(room, tmp_path: Path):
 
 @pytest.mark.parametrize("suffix", [".npz", ".ply"])
 def test_empty_map_round_trips(tmp_path: Path, suffix: str):
-    SceneMap().save(tmp_path / f"empty{suffix}")
-    loaded = SceneMap.load(tmp_path / f"empty{suffix}")
+    save_map(SceneMap(), tmp_path / f"empty{suffix}")
+    loaded = load_map(tmp_path / f"empty{suffix}")
     assert len(loaded) == 0 and loaded.snapshot().points.shape == (0, 3)
 
 
@@ -73,18 +74,18 @@ def test_plain_ply_from_another_tool_is_voxelized(tmp_path: Path):
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
     pcd.colors = o3d.utility.Vector3dVector(np.tile([0.2, 0.4, 0.6], (500, 1)))
     o3d.io.write_point_cloud(str(tmp_path / "scan.ply"), pcd)
-    snap = SceneMap.load(tmp_path / "scan.ply", voxel_size=0.25).snapshot()
+    snap = load_map(tmp_path / "scan.ply", voxel_size=0.25).snapshot()
     assert len(snap) == len(np.unique(np.floor(pts / 0.25), axis=0)) and snap.counts.sum() == 500
     np.testing.assert_allclose(snap.colors, np.tile([0.2, 0.4, 0.6], (len(snap), 1)), atol=0.5 / 255)
     (tmp_path / "junk.ply").write_bytes(b"not a ply at all")
     with pytest.raises(ValueError, match="not a PLY"):
-        SceneMap.load(tmp_path / "junk.ply")
+        load_map(tmp_path / "junk.ply")
 
 
 def test_failed_save_keeps_the_previous_file(room, tmp_path: Path, monkeypatch):
     _, _, frames = room
     path = tmp_path / "map.npz"
-    fused(frames[:1]).save(path)
+    save_map(fused(frames[:1]), path)
     before = path.read_bytes()
 
     def crash(f, **arrays):
@@ -93,17 +94,17 @@ def test_failed_save_keeps_the_previous_file(room, tmp_path: Path, monkeypatch):
 
     monkeypatch.setattr(np, "savez", crash)
     with pytest.raises(OSError, match="disk full"):
-        fused(frames[:2]).save(path)
+        save_map(fused(frames[:2]), path)
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["map.npz"]
-    assert len(SceneMap.load(path)) > 0
+    assert len(load_map(path)) > 0
 
 
 def _write_npz(path: Path, **changes):
     m = SceneMap(voxel_size=0.1)
     m.integrate(np.random.default_rng(0).random((500, 3)), None, np.eye(4))
-    m.save(path)
+    save_map(m, path)
     data = dict(np.load(path))
     for k, v in changes.items():
         if v is None:
@@ -129,7 +130,7 @@ def test_load_rejects_bad_fields_by_name(tmp_path: Path, changes, field):
     path = tmp_path / "bad.npz"
     _write_npz(path, **changes)
     with pytest.raises(ValueError, match=field):
-        SceneMap.load(path)
+        load_map(path)
 
 
 def test_load_rejects_a_truncated_file(tmp_path: Path):
@@ -137,7 +138,7 @@ def test_load_rejects_a_truncated_file(tmp_path: Path):
     _write_npz(path)
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(ValueError, match="npz"):
-        SceneMap.load(path)
+        load_map(path)
 
 
 def test_save_and_clear_while_integrating(room, tmp_path: Path):
@@ -162,9 +163,9 @@ def test_save_and_clear_while_integrating(room, tmp_path: Path):
     t.start()
     saves = 0
     while not done.is_set() or saves < 2:
-        m.save(tmp_path / "live.npz")
+        save_map(m, tmp_path / "live.npz")
         saves += 1
-        SceneMap.load(tmp_path / "live.npz")  # every saved file is complete and passes validation
+        load_map(tmp_path / "live.npz")  # every saved file is complete and passes validation
         if saves == 3:
             m.clear()
     t.join(timeout=120)

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from uniseg3d_ros.markers import (
+from uniseg3d_ros.node.markers import (
     PALETTE,
     box_edges,
     build_markers,

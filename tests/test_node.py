@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 from tests import rosutil
-from uniseg3d_ros.params import PARAMETERS, NodeParams
+from uniseg3d_ros.mapping.map_io import load_map
+from uniseg3d_ros.node.params import PARAMETERS, NodeParams
 
 REPO = Path(__file__).resolve().parents[1]
 NODE = "/uniseg3d_node"
@@ -155,8 +156,8 @@ class NodeHarness:
         """Clear the map and feed the room cloud (map frame) until the node integrated it."""
         from sensor_msgs.msg import PointCloud2
 
-        from uniseg3d_ros.frames import stamp_msg
-        from uniseg3d_ros.pointcloud2 import Header, points_to_cloud
+        from uniseg3d_ros.mapping.frames import stamp_msg
+        from uniseg3d_ros.mapping.pointcloud2 import Header, points_to_cloud
 
         self.clear_map()
         base = self.fresh_stats().get("clouds_integrated", 0)
@@ -180,7 +181,7 @@ def ros():
     with rosutil.ros_domain() as domain, rosutil.ros_context(domain) as ctx:
         # fewer malloc arenas: RSS then reflects live memory, not per-thread arena slack
         env = rosutil.ros_env(domain, {"MALLOC_ARENA_MAX": "2"})
-        args = ["-m", "uniseg3d_ros.node", "--ros-args"]
+        args = ["-m", "uniseg3d_ros.node.node", "--ros-args"]
         for k, v in NODE_PARAMS.items():
             args += ["-p", f"{k}:={_ros_arg(v)}"]
         with rosutil.start_python(args, env=env, name="uniseg3d_node") as server:
@@ -203,7 +204,7 @@ def room():
 
 
 def _cloud_fields(msg):
-    from uniseg3d_ros.pointcloud2 import read_points
+    from uniseg3d_ros.mapping.pointcloud2 import read_points
 
     return read_points(msg, ["x", "y", "z", "label", "instance"])
 
@@ -217,7 +218,7 @@ def test_cloud_in_the_fixed_frame_builds_the_map(ros, room):
     ros.spin_until(
         lambda: ros.map_clouds and ros.map_clouds[-1].width == voxels, what="~/map_cloud of the room"
     )
-    from uniseg3d_ros.pointcloud2 import cloud_to_arrays
+    from uniseg3d_ros.mapping.pointcloud2 import cloud_to_arrays
 
     pts, cols = cloud_to_arrays(ros.map_clouds[-1])
     assert ros.map_clouds[-1].header.frame_id == "map" and cols is not None
@@ -230,8 +231,8 @@ def test_camera_frame_cloud_is_placed_with_the_pose_topic(ros, room):
     from geometry_msgs.msg import PoseStamped
     from sensor_msgs.msg import PointCloud2
 
-    from uniseg3d_ros.frames import matrix_to_pose, pose_to_matrix, stamp_msg, transform_points
-    from uniseg3d_ros.pointcloud2 import Header, cloud_to_arrays, points_to_cloud
+    from uniseg3d_ros.mapping.frames import matrix_to_pose, pose_to_matrix, stamp_msg, transform_points
+    from uniseg3d_ros.mapping.pointcloud2 import Header, cloud_to_arrays, points_to_cloud
 
     ros.clear_map()
     pose = pose_to_matrix([2.0, -1.0, 1.5], [0.2, -0.1, 0.4, 0.9])
@@ -264,8 +265,8 @@ def test_camera_frame_cloud_is_placed_with_the_pose_topic(ros, room):
 def test_malformed_clouds_and_unknown_frames_are_counted_not_fatal(ros, room):
     from sensor_msgs.msg import PointCloud2, PointField
 
-    from uniseg3d_ros.frames import stamp_msg
-    from uniseg3d_ros.pointcloud2 import Header, points_to_cloud
+    from uniseg3d_ros.mapping.frames import stamp_msg
+    from uniseg3d_ros.mapping.pointcloud2 import Header, points_to_cloud
 
     before = ros.fresh_stats()
     bad = PointCloud2(height=1, width=100, point_step=12, row_step=1200, data=b"\x00" * 120)
@@ -321,9 +322,8 @@ def test_services_answer_bad_requests_with_a_reason(ros, room):
 def test_segment_geometry_matches_cloud_markers_and_engine(ros, room, tmp_path):
     from uniseg3d_msgs.srv import SaveMap, Segment
 
-    from uniseg3d_ros.engine import load_engine
-    from uniseg3d_ros.markers import marker_array_to_specs
-    from uniseg3d_ros.scene_map import SceneMap
+    from uniseg3d_ros.inference.engine import load_engine
+    from uniseg3d_ros.node.markers import marker_array_to_specs
 
     ros.load_room(room)
     ros.markers.clear()
@@ -364,7 +364,7 @@ def test_segment_geometry_matches_cloud_markers_and_engine(ros, room, tmp_path):
     saved = ros.call(SaveMap, "save_map", SaveMap.Request(path=str(tmp_path / "room.npz")))
     assert saved.success and saved.num_voxels == res.num_points, saved.message
     engine = load_engine("random", text_encoder="hash")
-    direct = engine.segment(SceneMap.load(saved.path).snapshot(), score_threshold=1e-6)
+    direct = engine.segment(load_map(saved.path).snapshot(), score_threshold=1e-6)
     assert [(i.class_id, i.point_count) for i in direct.instances] == [
         (i.class_id, i.point_count) for i in res.instances
     ]
@@ -377,7 +377,7 @@ def test_segment_geometry_matches_cloud_markers_and_engine(ros, room, tmp_path):
 def test_queries_reuse_the_encoding_until_the_map_changes(ros, room):
     from uniseg3d_msgs.srv import Interactive, OpenVocab, Refer, Segment
 
-    from uniseg3d_ros.frames import stamp_msg  # noqa: F401 - keeps imports local to ROS tests
+    from uniseg3d_ros.mapping.frames import stamp_msg  # noqa: F401 - keeps imports local to ROS tests
 
     ros.load_room(room)
     start = ros.fresh_stats()["encodes"]
@@ -409,8 +409,8 @@ def test_30hz_cloud_burst_during_inference_keeps_flowing_and_memory_bounded(ros,
     from sensor_msgs.msg import PointCloud2
     from uniseg3d_msgs.srv import Segment
 
-    from uniseg3d_ros.frames import stamp_msg
-    from uniseg3d_ros.pointcloud2 import Header, points_to_cloud
+    from uniseg3d_ros.mapping.frames import stamp_msg
+    from uniseg3d_ros.mapping.pointcloud2 import Header, points_to_cloud
 
     # 50k-point clouds (0.8 MB each): an unbounded queue would hold 90 of them (~70 MB) per burst. Each is a
     # dense copy of the room moved sideways, so it adds new voxels and the 4000-voxel map must evict.
@@ -472,8 +472,8 @@ def test_cloud_arriving_before_its_pose_waits_for_it(ros, room):
     from nav_msgs.msg import Odometry
     from sensor_msgs.msg import PointCloud2
 
-    from uniseg3d_ros.frames import stamp_msg
-    from uniseg3d_ros.pointcloud2 import Header, points_to_cloud
+    from uniseg3d_ros.mapping.frames import stamp_msg
+    from uniseg3d_ros.mapping.pointcloud2 import Header, points_to_cloud
 
     ros.clear_map()
     base = ros.fresh_stats().get("clouds_integrated", 0)
@@ -526,7 +526,8 @@ def test_docs_cover_every_parameter_topic_and_service(doc_path):
 def test_invalid_parameter_stops_the_node_naming_it():
     with rosutil.ros_domain() as domain:
         env = rosutil.ros_env(domain)
-        args = ["-m", "uniseg3d_ros.node", "--ros-args", "-p", "voxel_size:=1", "-p", "input_mode:=lidar"]
+        args = ["-m", "uniseg3d_ros.node.node", "--ros-args"]
+        args += ["-p", "voxel_size:=1", "-p", "input_mode:=lidar"]
         proc = rosutil.start_python(args, env=env, name="bad_node")
         try:
             proc.popen.wait(timeout=60)

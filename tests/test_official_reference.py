@@ -9,7 +9,13 @@ import torch
 
 from tests.official_fixture import OfficialWidths, cls_embedding, official_state_dict
 from tests.official_reference import OfficialScene, interaction_mask, reference_predict
-from tests.official_reference_backbone import down_conv, inverse_conv, subm_conv, voxelize
+from tests.official_reference_backbone import (
+    coarse_shape,
+    down_conv,
+    inverse_conv,
+    subm_conv,
+    voxelize,
+)
 from tests.official_reference_decoder import text_tower
 from tests.official_reference_post import OfficialTestCfg, matrix_nms, panoptic
 from tests.official_scenes import random_scene
@@ -22,15 +28,21 @@ def _sparse_sites(g: torch.Generator, n: int, size: int) -> torch.Tensor:
     return torch.stack([idx // size ** 2, idx // size % size, idx % size], 1)
 
 
-@pytest.mark.parametrize("n_sites", [40, 200])
-def test_dense_ops_match_spconv_on_sparse_grids(n_sites):
+@pytest.mark.parametrize(("n_sites", "shape"), [(40, (16, 16, 16)), (200, (16, 16, 16)),
+                                               (120, (15, 16, 13))])
+def test_dense_ops_match_spconv_on_sparse_grids(n_sites, shape):
+    """Odd spatial shapes: spconv drops the last slice from the coarse level; so does the
+    reference (sites on the last slice are included on purpose)."""
     spconv = pytest.importorskip("spconv.pytorch")
     g = torch.Generator().manual_seed(n_sites)
-    size = 16
-    coords = _sparse_sites(g, n_sites, size)
-    feats = torch.randn(n_sites, 4, generator=g)
-    indices = torch.cat([torch.zeros(n_sites, 1, dtype=torch.long), coords], 1).int()
-    x = spconv.SparseConvTensor(feats, indices, [size] * 3, 1)
+    coords = _sparse_sites(g, n_sites, min(shape))
+    coords[:10, 0] = shape[0] - 1
+    coords[5:15, 2] = shape[2] - 1
+    coords = torch.unique(coords, dim=0)
+    n = len(coords)
+    feats = torch.randn(n, 4, generator=g)
+    indices = torch.cat([torch.zeros(n, 1, dtype=torch.long), coords], 1).int()
+    x = spconv.SparseConvTensor(feats, indices, list(shape), 1)
     sub = spconv.SubMConv3d(4, 5, 3, padding=1, bias=False, indice_key="s")
     down = spconv.SparseConv3d(4, 6, 2, stride=2, bias=False, indice_key="d")
     up = spconv.SparseInverseConv3d(6, 3, 2, bias=False, indice_key="d")
@@ -38,16 +50,20 @@ def test_dense_ops_match_spconv_on_sparse_grids(n_sites):
         for m in (sub, down, up):
             m.weight.copy_(torch.randn(m.weight.shape, generator=g))
         y = sub(x)
-        ref = subm_conv(feats, coords, size, sub.weight)
+        ref = subm_conv(feats, coords, sub.weight)
         assert torch.allclose(_at(y.features, y.indices[:, 1:].long(), coords), ref, atol=1e-4)
         yd = down(x)
-        ref, coarse = down_conv(feats, coords, size, down.weight)
+        ref, coarse = down_conv(feats, coords, shape, down.weight)
         got = _at(yd.features, yd.indices[:, 1:].long(), coarse)
         assert len(coarse) == len(yd.features) and torch.allclose(got, ref, atol=1e-4)
+        assert tuple(yd.spatial_shape) == coarse_shape(shape)
         up_in = torch.randn(len(coarse), 6, generator=g)
         yu = up(yd.replace_feature(_at(up_in, coarse, yd.indices[:, 1:].long())))
-        ref_up = inverse_conv(up_in, coarse, coords, size, up.weight)
+        ref_up = inverse_conv(up_in, coarse, coords, up.weight)
         assert torch.allclose(_at(yu.features, yu.indices[:, 1:].long(), coords), ref_up, atol=1e-4)
+        if shape[0] % 2:
+            dropped = coords[:, 0] == shape[0] - 1
+            assert dropped.any() and not ref_up[dropped].any()
 
 
 def _at(values: torch.Tensor, coords: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,8 @@ import struct
 import numpy as np
 import pytest
 
-from uniseg3d_ros import pointcloud2 as pc2
-from uniseg3d_ros.pointcloud2 import PointCloud2, PointField
+from uniseg3d_ros.mapping import pointcloud2 as pc2
+from uniseg3d_ros.mapping.pointcloud2 import PointCloud2, PointField
 
 STRUCT_CODES = {1: "b", 2: "B", 3: "h", 4: "H", 5: "i", 6: "I", 7: "f", 8: "d"}
 NUMPY_CODES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}

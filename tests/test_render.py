@@ -5,7 +5,7 @@ import zlib
 import numpy as np
 import pytest
 
-from uniseg3d_ros.render import look_at, render_perspective, render_top_down, side_by_side, write_png
+from uniseg3d_ros.tools.render import look_at, render_perspective, render_top_down, side_by_side, write_png
 
 
 def _read_png(path):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests import rosutil
-from uniseg3d_ros.replay import Pacer, bag_events, bag_kinds, fuse_events, sequence_events
+from uniseg3d_ros.tools.replay import Pacer, bag_events, bag_kinds, fuse_events, sequence_events
 
 W, H, FPS, N_FRAMES = 64, 48, 10.0, 6
 K = np.array([[50.0, 0.0, (W - 1) / 2], [0.0, 50.0, (H - 1) / 2], [0.0, 0.0, 1.0]])
@@ -89,9 +89,9 @@ def _write_bag(path: Path, storage: str) -> None:
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
-    from uniseg3d_ros.frames import matrix_to_pose
-    from uniseg3d_ros.pointcloud2 import points_to_cloud
-    from uniseg3d_ros.rgbd_sync import array_to_image_fields
+    from uniseg3d_ros.mapping.frames import matrix_to_pose
+    from uniseg3d_ros.mapping.pointcloud2 import points_to_cloud
+    from uniseg3d_ros.mapping.rgbd_sync import array_to_image_fields
 
     ts = get_typestore(Stores.ROS2_KILTED)
     T = ts.types
@@ -222,7 +222,7 @@ def test_replayed_sequence_and_bag_build_the_nodes_map(sequence, tmp_path):
     from std_srvs.srv import Trigger
     from visualization_msgs.msg import MarkerArray
 
-    from uniseg3d_ros.pointcloud2 import cloud_to_arrays
+    from uniseg3d_ros.mapping.pointcloud2 import cloud_to_arrays
 
     bag = tmp_path / "bag"
     _write_bag(bag, "mcap")
@@ -239,7 +239,7 @@ def test_replayed_sequence_and_bag_build_the_nodes_map(sequence, tmp_path):
     }
     with rosutil.ros_domain() as domain, rosutil.ros_context(domain) as ctx:
         env = rosutil.ros_env(domain)
-        args = ["-m", "uniseg3d_ros.node", "--ros-args"] + [
+        args = ["-m", "uniseg3d_ros.node.node", "--ros-args"] + [
             x for k, v in params.items() for x in ("-p", f"{k}:={v}")
         ]
         with rosutil.start_python(args, env=env, name="uniseg3d_node") as node_proc:
@@ -259,7 +259,7 @@ def test_replayed_sequence_and_bag_build_the_nodes_map(sequence, tmp_path):
 
             def replay(*extra):
                 with rosutil.start_python(
-                    ["-m", "uniseg3d_ros.replay", *extra], env=env, name="replay"
+                    ["-m", "uniseg3d_ros.tools.replay", *extra], env=env, name="replay"
                 ) as rp:
                     rosutil.spin_until(
                         probe, lambda: rp.popen.poll() is not None, 60.0, "replay finished", [node_proc]
@@ -304,8 +304,8 @@ def test_replayed_sequence_and_bag_build_the_nodes_map(sequence, tmp_path):
 
 
 def test_tf_tree_composes_chains_between_connected_frames():
-    from uniseg3d_ros.frames import pose_to_matrix
-    from uniseg3d_ros.replay import TfTree
+    from uniseg3d_ros.mapping.frames import pose_to_matrix
+    from uniseg3d_ros.tools.replay import TfTree
 
     tree = TfTree()
     a = pose_to_matrix([1, 0, 0], [0, 0, 0.3826834, 0.9238795])
@@ -323,7 +323,7 @@ def test_bag_poses_from_tf_and_tf_static(tmp_path):
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
 
-    from uniseg3d_ros.frames import matrix_to_pose, pose_to_matrix
+    from uniseg3d_ros.mapping.frames import matrix_to_pose, pose_to_matrix
 
     ts = get_typestore(Stores.ROS2_KILTED)
     T = ts.types

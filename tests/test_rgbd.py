@@ -7,8 +7,8 @@ import warnings
 import numpy as np
 import pytest
 
-from uniseg3d_ros.rgbd import depth_to_points
-from uniseg3d_ros.scene_map import transform_points
+from uniseg3d_ros.mapping.rgbd import depth_to_points
+from uniseg3d_ros.mapping.scene_map import transform_points
 
 K = np.array([[200.0, 0.0, 63.5], [0.0, 210.0, 47.5], [0.0, 0.0, 1.0]])
 

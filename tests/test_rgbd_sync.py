@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from uniseg3d_ros.rgbd_sync import RGBDSynchronizer
+from uniseg3d_ros.mapping.rgbd_sync import RGBDSynchronizer
 
 
 def test_emits_frame_once_all_three_streams_match():
@@ -70,7 +70,7 @@ def test_bad_arguments_raise_naming_the_field():
 def _image(array, encoding=None, pad=0):
     from types import SimpleNamespace
 
-    from uniseg3d_ros.rgbd_sync import array_to_image_fields
+    from uniseg3d_ros.mapping.rgbd_sync import array_to_image_fields
 
     f = array_to_image_fields(array)
     if encoding is not None:
@@ -83,7 +83,7 @@ def _image(array, encoding=None, pad=0):
 
 
 def test_image_round_trip_depth_and_color_with_row_padding():
-    from uniseg3d_ros.rgbd_sync import image_to_array
+    from uniseg3d_ros.mapping.rgbd_sync import image_to_array
 
     rng = np.random.default_rng(0)
     depth = rng.integers(0, 5000, size=(4, 6), dtype=np.uint16)
@@ -95,7 +95,7 @@ def test_image_round_trip_depth_and_color_with_row_padding():
 
 
 def test_bgr_image_is_reordered_to_rgb():
-    from uniseg3d_ros.rgbd_sync import image_to_array
+    from uniseg3d_ros.mapping.rgbd_sync import image_to_array
 
     color = np.zeros((2, 2, 3), np.uint8)
     color[..., 0] = 200  # stored as B in a bgr8 image
@@ -104,7 +104,7 @@ def test_bgr_image_is_reordered_to_rgb():
 
 
 def test_bad_images_raise_naming_the_problem():
-    from uniseg3d_ros.rgbd_sync import image_to_array
+    from uniseg3d_ros.mapping.rgbd_sync import image_to_array
 
     with pytest.raises(ValueError, match="encoding"):
         image_to_array(_image(np.zeros((2, 2), np.uint16), encoding="yuv422"))

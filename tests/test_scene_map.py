@@ -1,5 +1,5 @@
 """SceneMap on real generated data: an Open3D mesh room rendered with RaycastingScene, back-projected
-with uniseg3d_ros.rgbd, fused; plus eviction, crop/range, versions, concurrency, the hash table."""
+with uniseg3d_ros.mapping.rgbd, fused; plus eviction, crop/range, versions, concurrency, the hash table."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from uniseg3d_ros.rgbd import depth_to_points
-from uniseg3d_ros.scene_map import MapSnapshot, SceneMap, transform_points
-from uniseg3d_ros.voxel_hash import unpack_keys
+from uniseg3d_ros.mapping.rgbd import depth_to_points
+from uniseg3d_ros.mapping.scene_map import MapSnapshot, SceneMap, transform_points
+from uniseg3d_ros.mapping.voxel_hash import unpack_keys
 
 o3d = pytest.importorskip("open3d")
 
@@ -159,7 +159,7 @@ def test_eviction_drops_least_recently_seen_then_fewest_observations():
 
 
 def test_eviction_matches_a_sorted_reference_policy():
-    from uniseg3d_ros.voxel_hash import pack_keys
+    from uniseg3d_ros.mapping.voxel_hash import pack_keys
 
     rng = np.random.default_rng(3)
     m = SceneMap(voxel_size=1.0, max_voxels=400, evict_fraction=0.1)
@@ -186,7 +186,7 @@ def test_eviction_matches_a_sorted_reference_policy():
 
 
 def test_voxel_hash_table_agrees_with_a_dict():
-    from uniseg3d_ros.voxel_hash import VoxelHashTable
+    from uniseg3d_ros.mapping.voxel_hash import VoxelHashTable
 
     rng = np.random.default_rng(4)
     table, ref = VoxelHashTable(capacity=16), {}

@@ -12,11 +12,14 @@ from tests.official_spconv_unet import random_features, random_scene  # noqa: E4
 from uniseg3d_model.backbone import BackboneConfig, MinkUNet  # noqa: E402
 from uniseg3d_model.sparse import SparseTensor, batch_coords, get_backend  # noqa: E402
 from uniseg3d_model.sparse import backend as backend_module  # noqa: E402
+from uniseg3d_model.sparse.spconv_backend import spconv_supports  # noqa: E402
 from uniseg3d_model.sparse.tensor import CoordinateCache  # noqa: E402
 from uniseg3d_model.spconv_unet import SpconvUNet, SpconvUNetConfig  # noqa: E402
 
 TOL = 1e-4
 TORCH, SPCONV = get_backend("torch"), get_backend("spconv")
+SPCONV_CUDA = torch.cuda.is_available() and spconv_supports("cuda")
+NO_SPCONV_CUDA = "no CUDA device, or the installed spconv is a CPU-only build (needs spconv-cuXXX)"
 
 
 def _input(seed: int = 0, channels: int = 8, shift: int = -37) -> SparseTensor:
@@ -119,7 +122,7 @@ def test_cpu_autograd_is_refused_with_a_clear_error() -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.skipif(not SPCONV_CUDA, reason=NO_SPCONV_CUDA)
 def test_cuda_spconv_gradients_match_torch_backend() -> None:
     net_a, net_b = _twin_unets("batch", "cuda")
     x = _scene_batch("cuda")
@@ -171,7 +174,7 @@ def test_auto_never_selects_spconv() -> None:
 
 
 @pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.skipif(not SPCONV_CUDA, reason=NO_SPCONV_CUDA)
 @torch.no_grad()
 def test_cuda_spconv_backend_matches_torch_cpu() -> None:
     torch.manual_seed(0)

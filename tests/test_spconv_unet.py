@@ -15,7 +15,13 @@ import torch
 spconv = pytest.importorskip("spconv.pytorch")
 
 from tests.official_spconv_unet import RefBackbone, random_features, random_scene, randomize  # noqa: E402
-from uniseg3d_model.sparse import SparseConv3d, SparseConvTranspose3d, SparseTensor, batch_coords  # noqa: E402
+from uniseg3d_model.sparse import (  # noqa: E402
+    CoordinateCache,
+    SparseConv3d,
+    SparseConvTranspose3d,
+    SparseTensor,
+    batch_coords,
+)
 from uniseg3d_model.spconv_unet import SpconvUNet, SpconvUNetConfig, official_spatial_bounds  # noqa: E402
 from uniseg3d_model.spconv_unet_weights import (  # noqa: E402
     official_backbone_state_dict,
@@ -199,6 +205,28 @@ def test_converted_layers_equal_dense_conv3d() -> None:
     coarse[0, :, cy[:, 1], cy[:, 2], cy[:, 3]] = y.feats.T
     ref = torch.nn.functional.conv_transpose3d(coarse, wt.permute(4, 0, 1, 2, 3), stride=2)[0]
     assert (up(y).feats - ref[:, c[:, 1], c[:, 2], c[:, 3]].T).abs().max() <= TOL
+
+
+@torch.no_grad()
+def test_bounded_strided_conv_equals_dense_conv3d_on_an_odd_grid() -> None:
+    """Cache bounds = spconv's spatial_shape: on an odd grid a dense stride-2 conv3d has
+    floor(S / 2) outputs per axis, and our bounded strided conv keeps exactly those cells."""
+    shape = (13, 11, 9)
+    coords, feats, dense = _random_grid(shape, 600, 3, 4)
+    w2 = torch.randn(6, 2, 2, 2, 4, generator=torch.Generator().manual_seed(2))
+    down = SparseConv3d(4, 6, kernel_size=2, stride=2)
+    down.kernel.copy_(spconv_kernel_to_ours(w2))
+    x = SparseTensor(coords, feats, 1, CoordinateCache(torch.tensor([shape])))
+    y = down(x)
+    ref = torch.nn.functional.conv3d(dense, w2.permute(0, 4, 1, 2, 3), stride=2)[0]
+    occupied = torch.nn.functional.max_pool3d((dense.abs().sum(1) > 0).float(), 2)[0].nonzero()
+    cy = y.coords.long()[:, 1:] // 2
+    assert torch.equal(cy[torch.argsort(cy[:, 0] * 10_000 + cy[:, 1] * 100 + cy[:, 2])], occupied)
+    assert (y.feats - ref[:, cy[:, 0], cy[:, 1], cy[:, 2]].T).abs().max() <= TOL
+    up = SparseConvTranspose3d(6, 4, kernel_size=2, stride=2)
+    back = up(y)  # the dropped last slices get nothing back
+    edge = (coords[:, 1] == 12) | (coords[:, 2] == 10) | (coords[:, 3] == 8)
+    assert edge.any() and bool((back.feats[edge] == 0).all()) and bool((back.feats[~edge] != 0).any())
 
 
 @torch.no_grad()

@@ -86,8 +86,8 @@ def test_rendered_sequence_round_trips_through_disk(tmp_path, frames):
 
 def test_fused_frames_reproduce_the_mesh_surface(scene):
     """depth_to_points + SceneMap over the rendered loop lands on the mesh (>95% within 2 voxels)."""
-    rgbd = pytest.importorskip("uniseg3d_ros.rgbd")
-    scene_map = pytest.importorskip("uniseg3d_ros.scene_map")
+    rgbd = pytest.importorskip("uniseg3d_ros.mapping.rgbd")
+    scene_map = pytest.importorskip("uniseg3d_ros.mapping.scene_map")
     voxel = 0.04
     smap = scene_map.SceneMap(voxel_size=voxel)
     for f in render_sequence(scene, 8, CameraConfig(width=160, height=120)):

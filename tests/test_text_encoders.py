@@ -61,8 +61,10 @@ def test_hash_encoder_is_deterministic_normalised_and_lru_bounded():
     ("name", "kw", "error", "match"),
     [
         ("clip", {}, ValueError, "unknown text encoder"),
-        ("openclip:convnext_large_d_320", {}, ValueError, "weights"),
-        ("openclip:convnext_large_d_320", {"weights": "/nonexistent/x.bin"}, FileNotFoundError, "x.bin"),
+        ("openclip:convnext_large_d_320", {}, ValueError, "laion/CLIP-convnext_large_d_320"),
+        ("openclip:convnext_large_d_320", {"weights": ""}, ValueError, "open_clip_pytorch_model.bin"),
+        ("openclip:convnext_large_d_320", {"weights": "/nonexistent/x.bin"}, FileNotFoundError,
+         "'/nonexistent/x.bin' does not exist: download it from"),
         ("hash:1", {}, ValueError, "dim"),
     ],
 )
@@ -209,3 +211,13 @@ def test_openclip_text_config_for_paper_model_has_paper_dimensions():
 
     cfg = load_text_config("convnext_large_d_320")
     assert (cfg.embed_dim, cfg.width, cfg.heads, cfg.layers, cfg.context_length) == (768, 768, 12, 16, 77)
+
+
+def test_encode_returns_raw_features_on_request_and_unit_rows_by_default():
+    enc = build_text_encoder("hash:16")
+    texts = ["a chair", "the lamp"]
+    unit, raw = enc.encode(texts), enc.encode(texts, normalize=False)
+    assert torch.allclose(raw.norm(dim=1), enc._encode_batch(texts).norm(dim=1))
+    assert not torch.allclose(raw.norm(dim=1), torch.ones(2))
+    assert torch.allclose(unit, torch.nn.functional.normalize(raw, dim=1))
+    assert torch.equal(enc.cached("a chair"), unit[0]) and enc.cache_hits == 2

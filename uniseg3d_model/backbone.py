@@ -36,7 +36,7 @@ class BackboneConfig:
     the last decoder width ``planes[7]`` and builds no ``final`` layer (OneFormer3D's usage).
     planes / layers: widths and BasicBlock counts of the 4 encoder and 4 decoder stages.
     init_dim: width of the stem conv; conv1_kernel_size: its kernel size.
-    backend: 'auto' (MinkowskiEngine when it imports, else torch) | 'torch' | 'minkowski'.
+    backend: 'auto' (MinkowskiEngine when it imports, else torch) | 'torch' | 'spconv' | 'minkowski'.
     """
 
     in_channels: int = 6

@@ -128,9 +128,11 @@ def load_checkpoint(
 
         text_encoder = build_text_encoder(data["text_encoder"])
     if int(text_encoder.dim) != int(data["text_dim"]):
+        given = getattr(text_encoder, "name", type(text_encoder).__name__)
         raise ValueError(
-            f"{path}: text encoder {data['text_encoder']!r} has dim {text_encoder.dim}, "
-            f"checkpoint expects text_dim {data['text_dim']}"
+            f"{path}: text encoder {given!r} gives {text_encoder.dim}-d "
+            f"embeddings, but the checkpoint was trained with {data['text_encoder']!r} "
+            f"(text_dim {data['text_dim']}): use that encoder, or leave the text encoder unset"
         )
     model = UniSeg3D(cfg, text_encoder)
     state = data["state_dict"]

@@ -4,14 +4,20 @@
 :mod:`uniseg3d_model.postprocess` calls these for outputs whose ``protocol`` is "official"
 and wraps the results in its prediction containers. Shapes: Q queries, S superpoints,
 N points, V vocabulary classes; class columns are vocabulary indices throughout (the official
-code's thing-index labels ``l`` are our ``thing_columns[l]``).
+code's thing-index labels ``l`` are our ``thing_columns[l]``). The ``decoded_*`` functions at
+the end apply them to a :class:`DecoderOutput` and return :mod:`predictions` containers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 import torch
+
+from uniseg3d_model.encoding import DecoderOutput
+from uniseg3d_model.predictions import InstancePrediction, PanopticPrediction
+from uniseg3d_model.structures import SceneSample
 
 
 @dataclass(frozen=True)
@@ -165,3 +171,108 @@ def panoptic(
     semantic[things] = inst_classes[owner[things]]
     alive = torch.unique(painted[things]) - 1  # ascending rank -> ascending score
     return semantic, owner, order[alive].flip(0)
+
+
+# ---------------------------------------------------------------- on decoder outputs
+def _points(out: DecoderOutput, scene: SceneSample) -> torch.Tensor:
+    """(N,) superpoint of each point, checked against the scene."""
+    n = out.superpoints.shape[0]
+    if n != scene.num_points:
+        raise ValueError(f"scene has {scene.num_points} points but the output maps {n}")
+    return out.superpoints
+
+
+def _cfg_with(
+    score_threshold: float | None, top_k: int | None, min_points: int | None, mask_threshold: float | None
+) -> tuple[OfficialTestConfig, float]:
+    """The official test config with the caller's explicit overrides; returns (cfg, inst_score_thr)."""
+    base = TEST_CFG
+    cfg = replace(
+        base,
+        topk_insts=base.topk_insts if top_k is None else int(top_k),
+        npoint_thr=base.npoint_thr if min_points is None else int(min_points),
+        sp_score_thr=base.sp_score_thr if mask_threshold is None else float(mask_threshold),
+    )
+    return cfg, base.inst_score_thr if score_threshold is None else float(score_threshold)
+
+
+def decoded_instances(
+    out: DecoderOutput,
+    scene: SceneSample,
+    class_ids: list[int],
+    score_threshold: float | None,
+    top_k: int | None,
+    min_points: int | None,
+    mask_threshold: float | None,
+    use_iou: bool,
+) -> InstancePrediction:
+    sp = _points(out, scene)
+    cfg, thr = _cfg_with(score_threshold, top_k, min_points, mask_threshold)
+    pred = out.unified()
+    n = scene.num_points
+    if pred.masks.shape[0] == 0 or not class_ids:
+        return InstancePrediction(np.zeros((0, n), bool), np.zeros(0, np.int64), np.zeros(0, np.float32), [])
+    with torch.no_grad():
+        masks, classes, scores = instances(
+            pred.class_logits, pred.masks, pred.iou, class_ids, sp, thr, use_iou, cfg
+        )
+    classes_np = classes.cpu().numpy().astype(np.int64)
+    return InstancePrediction(
+        masks=masks.cpu().numpy(),
+        classes=classes_np,
+        scores=scores.cpu().numpy().astype(np.float32),
+        labels=[out.vocabulary[i] for i in classes_np],
+    )
+
+
+def decoded_sp_semantic(out: DecoderOutput) -> torch.Tensor:
+    """(S, V + 1) semantic-head logits per superpoint (official protocol)."""
+    pred = out.unified()
+    if pred.sem_logits is None:
+        raise ValueError("official post-processing needs the semantic head's sem_logits (official heads)")
+    return superpoint_semantic_logits(
+        pred.sem_logits, pred.masks, out.query_superpoints, out.num_superpoints
+    )
+
+
+def decoded_panoptic(
+    out: DecoderOutput,
+    scene: SceneSample,
+    score_threshold: float | None,
+    min_points: int | None,
+    stuff_classes: tuple[str, ...],
+    mask_threshold: float | None,
+) -> PanopticPrediction:
+    """Official ``predict_by_feat_panoptic``: stuff from the semantic head over the stuff
+    classes, things from the instance path (x raw IoU), score > 0.5, > 100 points."""
+    sp = _points(out, scene)
+    stuff = [i for i, name in enumerate(out.vocabulary) if name in stuff_classes]
+    things = [i for i in range(len(out.vocabulary)) if i not in set(stuff)]
+    thr = TEST_CFG.pan_score_thr if score_threshold is None else float(score_threshold)
+    cfg, _ = _cfg_with(None, None, min_points, mask_threshold)
+    pred = out.unified()
+    with torch.no_grad():
+        stuff_map = semantic(decoded_sp_semantic(out), sp, stuff or None)
+        if pred.masks.shape[0] and things:
+            masks, classes, scores = instances(
+                pred.class_logits, pred.masks, pred.iou, things, sp, thr, cfg.pano_test_iou, cfg
+            )
+        else:
+            masks = torch.zeros(0, len(sp), dtype=torch.bool, device=sp.device)
+            classes = torch.zeros(0, dtype=torch.long, device=sp.device)
+            scores = torch.zeros(0, device=sp.device)
+        sem, owner, alive = panoptic(stuff_map, masks, classes, scores, cfg.npoint_thr)
+    owner_np, alive_np = owner.cpu().numpy(), alive.cpu().numpy()
+    remap = np.full(max(len(masks), 1) + 1, -1, dtype=np.int64)
+    remap[alive_np] = np.arange(len(alive_np))
+    instance_pts = remap[owner_np]  # owner -1 -> remap[-1] == -1
+    classes_np = classes.cpu().numpy().astype(np.int64)[alive_np]
+    painted = InstancePrediction(
+        masks=np.stack([instance_pts == j for j in range(len(alive_np))])
+        if len(alive_np)
+        else np.zeros((0, len(owner_np)), bool),
+        classes=classes_np,
+        scores=scores.cpu().numpy().astype(np.float32)[alive_np],
+        labels=[out.vocabulary[i] for i in classes_np],
+    )
+    return PanopticPrediction(sem.cpu().numpy().astype(np.int64), instance_pts, painted)

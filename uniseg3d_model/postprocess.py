@@ -23,41 +23,16 @@ query's semantic-head argmax. Arguments a caller passes explicitly (``score_thre
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-
 import numpy as np
 import torch
 
 from uniseg3d_model import official_postprocess as official
 from uniseg3d_model.data.labels import STUFF_CLASSES
 from uniseg3d_model.encoding import DecoderOutput, LayerPrediction
+from uniseg3d_model.predictions import InstancePrediction, PanopticPrediction
 from uniseg3d_model.structures import SceneSample
 
 MASK_THRESHOLD = 0.4
-
-
-@dataclass
-class InstancePrediction:
-    """masks (M, N) bool per point; classes (M,) int64 vocabulary index; scores (M,) float32;
-    labels: class name of each instance."""
-
-    masks: np.ndarray
-    classes: np.ndarray
-    scores: np.ndarray
-    labels: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.scores)
-
-
-@dataclass
-class PanopticPrediction:
-    """semantic (N,) int64 class per point; instance (N,) int64 index into ``instances`` or -1
-    for stuff / unassigned points; instances: the things actually painted."""
-
-    semantic: np.ndarray
-    instance: np.ndarray
-    instances: InstancePrediction
 
 
 def _check(out: DecoderOutput, scene: SceneSample) -> torch.Tensor:
@@ -198,7 +173,7 @@ def instances(
     stuff = set(_stuff_ids(out, stuff_classes))
     things = [i for i in range(len(out.vocabulary)) if i not in stuff]
     if out.protocol == "official":
-        return _official_instances(
+        return official.decoded_instances(
             out, scene, things, score_threshold, top_k, min_points, mask_threshold, use_score_head
         )
     return _instances(
@@ -213,49 +188,6 @@ def instances(
         MASK_THRESHOLD if mask_threshold is None else mask_threshold,
         use_score_head,
         nms,
-    )
-
-
-def _official_cfg(
-    score_threshold: float | None, top_k: int | None, min_points: int | None, mask_threshold: float | None
-) -> tuple[official.OfficialTestConfig, float]:
-    """The official test config with the caller's explicit overrides; returns (cfg, inst_score_thr)."""
-    base = official.TEST_CFG
-    cfg = replace(
-        base,
-        topk_insts=base.topk_insts if top_k is None else int(top_k),
-        npoint_thr=base.npoint_thr if min_points is None else int(min_points),
-        sp_score_thr=base.sp_score_thr if mask_threshold is None else float(mask_threshold),
-    )
-    return cfg, base.inst_score_thr if score_threshold is None else float(score_threshold)
-
-
-def _official_instances(
-    out: DecoderOutput,
-    scene: SceneSample,
-    class_ids: list[int],
-    score_threshold: float | None,
-    top_k: int | None,
-    min_points: int | None,
-    mask_threshold: float | None,
-    use_iou: bool,
-) -> InstancePrediction:
-    sp = _check(out, scene)
-    cfg, thr = _official_cfg(score_threshold, top_k, min_points, mask_threshold)
-    pred = out.unified()
-    n = scene.num_points
-    if pred.masks.shape[0] == 0 or not class_ids:
-        return InstancePrediction(np.zeros((0, n), bool), np.zeros(0, np.int64), np.zeros(0, np.float32), [])
-    with torch.no_grad():
-        masks, classes, scores = official.instances(
-            pred.class_logits, pred.masks, pred.iou, class_ids, sp, thr, use_iou, cfg
-        )
-    classes_np = classes.cpu().numpy().astype(np.int64)
-    return InstancePrediction(
-        masks=masks.cpu().numpy(),
-        classes=classes_np,
-        scores=scores.cpu().numpy().astype(np.float32),
-        labels=[out.vocabulary[i] for i in classes_np],
     )
 
 
@@ -276,7 +208,7 @@ def open_vocabulary(
     if vocab != out.vocabulary:
         raise ValueError(f"scene.vocabulary {list(vocab)} differs from the decoded vocabulary")
     if out.protocol == "official":
-        return _official_instances(
+        return official.decoded_instances(
             out, scene, list(range(len(vocab))), score_threshold, top_k, min_points, mask_threshold, False
         )
     return _instances(
@@ -301,22 +233,12 @@ def superpoint_semantic_scores(out: DecoderOutput) -> torch.Tensor:
     return pred.masks.sigmoid().t() @ probs
 
 
-def _official_sp_semantic(out: DecoderOutput) -> torch.Tensor:
-    """(S, V + 1) semantic-head logits per superpoint (official protocol)."""
-    pred = out.unified()
-    if pred.sem_logits is None:
-        raise ValueError("official post-processing needs the semantic head's sem_logits (official heads)")
-    return official.superpoint_semantic_logits(
-        pred.sem_logits, pred.masks, out.query_superpoints, out.num_superpoints
-    )
-
-
 def semantic(out: DecoderOutput, scene: SceneSample) -> np.ndarray:
     """(N,) int64 vocabulary index per point."""
     sp = _check(out, scene)
     with torch.no_grad():
         if out.protocol == "official":
-            return official.semantic(_official_sp_semantic(out), sp).cpu().numpy().astype(np.int64)
+            return official.semantic(official.decoded_sp_semantic(out), sp).cpu().numpy().astype(np.int64)
         return superpoint_semantic_scores(out).argmax(1)[sp].cpu().numpy().astype(np.int64)
 
 
@@ -333,7 +255,9 @@ def panoptic(
     covered by a thing get the best stuff class (or the semantic argmax when the vocabulary
     has no stuff class). None arguments: the protocol's defaults (tuned: 0.5, 20, 0.4)."""
     if out.protocol == "official":
-        return _official_panoptic(out, scene, score_threshold, min_points, stuff_classes, mask_threshold)
+        return official.decoded_panoptic(
+            out, scene, score_threshold, min_points, stuff_classes, mask_threshold
+        )
     score_threshold = 0.5 if score_threshold is None else score_threshold
     min_points = 20 if min_points is None else min_points
     mask_threshold = MASK_THRESHOLD if mask_threshold is None else mask_threshold
@@ -365,49 +289,6 @@ def panoptic(
     things = instance_pts >= 0
     semantic_pts[things] = painted.classes[instance_pts[things]]
     return PanopticPrediction(semantic=semantic_pts, instance=instance_pts, instances=painted)
-
-
-def _official_panoptic(
-    out: DecoderOutput,
-    scene: SceneSample,
-    score_threshold: float | None,
-    min_points: int | None,
-    stuff_classes: tuple[str, ...],
-    mask_threshold: float | None,
-) -> PanopticPrediction:
-    """Official ``predict_by_feat_panoptic``: stuff from the semantic head over the stuff
-    classes, things from the instance path (x raw IoU), score > 0.5, > 100 points."""
-    sp = _check(out, scene)
-    stuff = _stuff_ids(out, stuff_classes)
-    things = [i for i in range(len(out.vocabulary)) if i not in set(stuff)]
-    thr = official.TEST_CFG.pan_score_thr if score_threshold is None else float(score_threshold)
-    cfg, _ = _official_cfg(None, None, min_points, mask_threshold)
-    pred = out.unified()
-    with torch.no_grad():
-        stuff_map = official.semantic(_official_sp_semantic(out), sp, stuff or None)
-        if pred.masks.shape[0] and things:
-            masks, classes, scores = official.instances(
-                pred.class_logits, pred.masks, pred.iou, things, sp, thr, cfg.pano_test_iou, cfg
-            )
-        else:
-            masks = torch.zeros(0, len(sp), dtype=torch.bool, device=sp.device)
-            classes = torch.zeros(0, dtype=torch.long, device=sp.device)
-            scores = torch.zeros(0, device=sp.device)
-        sem, owner, alive = official.panoptic(stuff_map, masks, classes, scores, cfg.npoint_thr)
-    owner_np, alive_np = owner.cpu().numpy(), alive.cpu().numpy()
-    remap = np.full(max(len(masks), 1) + 1, -1, dtype=np.int64)
-    remap[alive_np] = np.arange(len(alive_np))
-    instance_pts = remap[owner_np]  # owner -1 -> remap[-1] == -1
-    classes_np = classes.cpu().numpy().astype(np.int64)[alive_np]
-    painted = InstancePrediction(
-        masks=np.stack([instance_pts == j for j in range(len(alive_np))])
-        if len(alive_np)
-        else np.zeros((0, len(owner_np)), bool),
-        classes=classes_np,
-        scores=scores.cpu().numpy().astype(np.float32)[alive_np],
-        labels=[out.vocabulary[i] for i in classes_np],
-    )
-    return PanopticPrediction(sem.cpu().numpy().astype(np.int64), instance_pts, painted)
 
 
 def interactive(out: DecoderOutput, scene: SceneSample, mask_threshold: float = MASK_THRESHOLD) -> np.ndarray:

@@ -25,7 +25,7 @@ Shapes (N points, S superpoints, I instances, K clicks, T sentences):
                  official SAM3D masks, ScanNet20 objects removed); supervised by the
                  pseudo-mask loss with its own matcher.                            [training]
 
-The model voxelizes ``points`` itself (DESIGN.md: 2 cm), so a batch is simply
+The model voxelizes ``points`` itself (``ModelConfig.voxel_size``, 2 cm), so a batch is simply
 ``list[SceneSample]`` (see :func:`collate_scenes`).
 """
 

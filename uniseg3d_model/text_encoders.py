@@ -148,7 +148,9 @@ class OpenCLIPTextEncoder(TextEncoder):
         if in_memory:
             backend = "builtin"
         elif weights is None or not Path(weights).is_file():
-            raise FileNotFoundError(f"openclip:{model} needs weights=<local checkpoint>, got {weights!r}")
+            state = "was not given" if not weights else f"{str(weights)!r} does not exist"
+            hint = openclip_weights_hint(model)
+            raise FileNotFoundError(f"openclip:{model} needs its OpenCLIP weights, which {state}: {hint}")
         self.name = f"openclip:{model}"
         self.device = torch.device(device)
         self.backend = "builtin"
@@ -223,14 +225,24 @@ class HashTextEncoder(TextEncoder):
         return out
 
 
+def openclip_weights_hint(model: str) -> str:
+    """Where a user gets the weights of OpenCLIP text tower ``model`` (nothing is downloaded here)."""
+    source = {
+        "convnext_large_d_320": "the laion/CLIP-convnext_large_d_320.laion2B-s29B-b131K-ft-soup release on "
+        "Hugging Face (file open_clip_pytorch_model.bin), the weights UniSeg3D uses",
+    }.get(model, f"the OpenCLIP release of {model} (its open_clip_pytorch_model.bin)")
+    return f"download it from {source} and pass its local path (node: -p text_encoder_weights:=<file>)"
+
+
 def build_text_encoder(name: str, **kw: Any) -> TextEncoder:
     """``"minilm"`` (default, offline), ``"openclip:<model>"`` (needs ``weights=``), or the
     test-only ``"hash"``/``"hash:<dim>"``. Extra keywords go to the encoder's constructor."""
     if name == "minilm":
         return MiniLMTextEncoder(**kw)
     if name.startswith("openclip:") and len(name) > len("openclip:"):
-        if "weights" not in kw:
-            raise ValueError(f"text encoder {name!r} needs weights=<path to a local OpenCLIP checkpoint>")
+        if not kw.get("weights"):
+            model = name.split(":", 1)[1]
+            raise ValueError(f"text encoder {name!r} needs its weights file: {openclip_weights_hint(model)}")
         return OpenCLIPTextEncoder(name.split(":", 1)[1], **kw)
     if name == "hash" or name.startswith("hash:"):
         dim = name.split(":", 1)[1] if ":" in name else kw.pop("dim", 64)

@@ -68,12 +68,9 @@ class SpconvTensor:
     def feats(self) -> torch.Tensor:
         return self.sp.features
 
-    def replace(
-        self, feats: torch.Tensor, sp: object | None = None, stride: int | None = None
-    ) -> SpconvTensor:
-        base = self.sp if sp is None else sp
-        s = self.stride if stride is None else stride
-        return SpconvTensor(base.replace_feature(feats), s, self.origin)
+    def replace(self, feats: torch.Tensor) -> SpconvTensor:
+        """Same rows, new ``feats (N, C')``."""
+        return SpconvTensor(self.sp.replace_feature(feats), self.stride, self.origin)
 
     def __add__(self, other: SpconvTensor) -> SpconvTensor:
         if not isinstance(other, SpconvTensor):
@@ -264,10 +261,25 @@ def _spatial_setup(x: SparseTensor) -> tuple[torch.Tensor, list[int]]:
     return origin, [int(s) for s in shape.tolist()]
 
 
+def spconv_supports(device: torch.device | str) -> bool:
+    """Whether the installed spconv runs on ``device`` (the PyPI package ``spconv`` is a CPU-only
+    build; CUDA needs a ``spconv-cuXXX`` wheel matching the CUDA torch)."""
+    if torch.device(device).type == "cpu":
+        return True
+    from spconv.cppconstants import CPU_ONLY_BUILD
+
+    return not CPU_ONLY_BUILD
+
+
 def to_native(x: SparseTensor) -> SpconvTensor:
     """Our tensor -> :class:`SpconvTensor` with the same rows in the same order."""
     import spconv.pytorch as spconv
 
+    if not spconv_supports(x.feats.device):
+        raise ValueError(
+            f"spconv backend: the installed spconv is a CPU-only build and the input is on {x.feats.device}; "
+            "install the CUDA wheel for your CUDA version (e.g. pip install spconv-cu120)"
+        )
     if x.stride > ALIGN:
         raise ValueError(f"spconv backend: tensor stride {x.stride} exceeds {ALIGN}")
     origin, shape = _spatial_setup(x)

@@ -20,7 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from uniseg3d_ros.results import InstanceInfo, QueryResult, instance_stats, majority_class, rank_by_overlap
+from uniseg3d_ros.inference.results import (
+    InstanceInfo,
+    QueryResult,
+    instance_stats,
+    majority_class,
+    rank_by_overlap,
+)
 
 __all__ = ["EngineConfig", "InferenceEngine", "InstanceInfo", "QueryResult", "instance_stats", "load_engine"]
 

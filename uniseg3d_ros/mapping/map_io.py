@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from uniseg3d_ros.scene_map import SceneMap
-from uniseg3d_ros.voxel_hash import COORD_MAX, COORD_MIN, pack_keys, unpack_keys
+from uniseg3d_ros.mapping.scene_map import SceneMap
+from uniseg3d_ros.mapping.voxel_hash import COORD_MAX, COORD_MIN, pack_keys, unpack_keys
 
 __all__ = ["load_map", "save_map"]
 

@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from uniseg3d_ros.frames import (
+from uniseg3d_ros.mapping.frames import (
     PoseBuffer,
     msg_pose_to_matrix,
     msg_transform_to_matrix,
     stamp_to_sec,
     transform_points,
 )
-from uniseg3d_ros.rgbd_sync import RGBDSynchronizer, image_to_array
+from uniseg3d_ros.mapping.rgbd_sync import RGBDSynchronizer, image_to_array
 
 KINDS = ("depth", "color", "info", "pose", "cloud")
 
@@ -189,7 +189,7 @@ def bag_events(
                     (int(msg.width), int(msg.height)),
                 )
             elif kind == "PointCloud2":
-                from uniseg3d_ros.pointcloud2 import cloud_to_arrays
+                from uniseg3d_ros.mapping.pointcloud2 import cloud_to_arrays
 
                 yield Event(stamp, "cloud", cloud_to_arrays(msg), frame)
             elif kind == "PoseStamped":
@@ -208,7 +208,7 @@ def fuse_events(
 ) -> Iterator[Event]:
     """Turn depth + color + camera_info + pose events into one 'cloud' event per frame, in the fixed
     frame (clouds pass through; frames without a pose within ``tolerance`` are skipped)."""
-    from uniseg3d_ros.rgbd import depth_to_points
+    from uniseg3d_ros.mapping.rgbd import depth_to_points
 
     sync = RGBDSynchronizer(tolerance, buffer_size=30)
     poses = PoseBuffer(maxlen=1000, tolerance=tolerance)
@@ -291,9 +291,9 @@ class ReplayPublisher:
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
         from std_msgs.msg import Header
 
-        from uniseg3d_ros.frames import matrix_to_pose, stamp_msg
-        from uniseg3d_ros.pointcloud2 import points_to_cloud
-        from uniseg3d_ros.rgbd_sync import array_to_image_fields
+        from uniseg3d_ros.mapping.frames import matrix_to_pose, stamp_msg
+        from uniseg3d_ros.mapping.pointcloud2 import points_to_cloud
+        from uniseg3d_ros.mapping.rgbd_sync import array_to_image_fields
 
         if ev.kind not in self.pubs:
             return
@@ -351,7 +351,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="seconds to wait for the node's subscriptions before publishing",
     )
     args, _ros = ap.parse_known_args(argv)
+    # user mistakes are answered here, before any ROS set-up or waiting for subscribers
+    if not (args.rate >= 0 and np.isfinite(args.rate)):
+        ap.error(f"--rate must be >= 0 (0 = as fast as possible), got {args.rate}")
+    if args.stride < 1:
+        ap.error(f"--stride must be >= 1, got {args.stride}")
+    if args.max_frames < 0:
+        ap.error(f"--max-frames must be >= 0 (0 = all), got {args.max_frames}")
+    if not (args.wait_subscribers >= 0 and np.isfinite(args.wait_subscribers)):
+        ap.error(f"--wait-subscribers must be >= 0 seconds, got {args.wait_subscribers}")
+    problem = source_problem(Path(args.source))
+    if problem:
+        ap.error(problem)
     return args
+
+
+def source_problem(src: Path) -> str:
+    """Why ``src`` cannot be replayed ('' when it can): a missing path, or neither an RGB-D
+    sequence (a folder with ``sequence.json``) nor a ROS 2 bag rosbags can open."""
+    if not src.exists():
+        return f"source {src} does not exist"
+    if (src / "sequence.json").is_file():
+        return ""
+    from rosbags.highlevel import AnyReader
+
+    try:
+        with AnyReader([src]):
+            return ""
+    except Exception as exc:  # rosbags raises several types for "not a bag"
+        return (
+            f"source {src} is neither an RGB-D sequence (a folder with sequence.json) nor a ROS 2 bag "
+            f"(.mcap, .db3 or a bag folder with metadata.yaml): {exc}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -362,11 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     if (src / "sequence.json").is_file():
         events: Iterable[Event] = sequence_events(src, args.fixed_frame, args.camera_frame, args.max_frames)
         kinds = SEQUENCE_KINDS
-    elif src.exists():
+    else:  # parse_args checked that a bag reader opens it
         events = bag_events(src, args.topics, args.max_frames, args.tf_frame, args.fixed_frame)
         kinds = bag_kinds(src, args.topics, args.tf_frame)
-    else:
-        raise SystemExit(f"uniseg3d_replay: source {src} does not exist")
     if args.cloud:
         events = fuse_events(events, args.fixed_frame, args.stride)
         kinds = ("cloud",)

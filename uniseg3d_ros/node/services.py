@@ -2,7 +2,7 @@
 
 Each handler validates through the engine (bad requests answer ``success=false`` with the
 reason), never raises (``_guard``), and never changes the map except ``~/clear_map``.
-The node class (``uniseg3d_ros.node.UniSeg3DNode``) provides ``engine``, ``map``,
+The node class (``uniseg3d_ros.node.node.UniSeg3DNode``) provides ``engine``, ``map``,
 ``map_lock``, ``p`` (parameters), the publishers and the bookkeeping used here.
 """
 
@@ -18,8 +18,9 @@ from std_srvs.srv import Trigger
 from uniseg3d_msgs.msg import InstanceResult
 from uniseg3d_msgs.srv import Interactive, OpenVocab, Refer, SaveMap, Segment
 
-from uniseg3d_ros.markers import build_markers, to_marker_array
-from uniseg3d_ros.results import QueryResult
+from uniseg3d_ros.inference.results import QueryResult
+from uniseg3d_ros.mapping.map_io import save_map
+from uniseg3d_ros.node.markers import build_markers, to_marker_array
 
 
 def instance_msgs(result: QueryResult) -> list[InstanceResult]:
@@ -123,7 +124,7 @@ class ServiceHandlers:
                 resp.success, resp.message = False, "map is empty: nothing to save"
                 return resp
             try:
-                self.map.save(str(path))
+                save_map(self.map, str(path))
             except OSError as exc:
                 resp.success, resp.message = False, f"cannot write {path}: {exc}"
                 return resp

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from uniseg3d_ros.render import (
+from uniseg3d_ros.tools.render import (
     default_perspective_pose,
     render_perspective,
     render_top_down,

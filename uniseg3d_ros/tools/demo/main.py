@@ -19,12 +19,13 @@ import argparse
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from uniseg3d_ros.demo_ros import Child, DemoError, Planner, child_env, lease_domain, ros_arg
+from uniseg3d_ros.tools.demo.queries import QueryRunner
+from uniseg3d_ros.tools.demo.report import Query
+from uniseg3d_ros.tools.demo.ros_io import Child, DemoError, Planner, child_env, lease_domain, ros_arg
 
 NODE_NAME = "uniseg3d_node"
 DEFAULT_VOCABULARY = ("chair", "table", "bed", "lamp", "sofa")
@@ -76,26 +77,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--no-figures", action="store_true", help="skip the PNG renders")
     ap.add_argument("--domain-id", type=int, default=None, help="ROS domain (default: a free one)")
     args = ap.parse_args(argv)
-    if args.frames < 1 or args.sentences < 0 or args.rate < 0 or args.timeout <= 0:
-        ap.error("--frames must be >= 1, --sentences >= 0, --rate >= 0 and --timeout > 0")
+    limits = [  # (flag, value, ok, what it must be)
+        ("--frames", args.frames, args.frames >= 1, ">= 1"),
+        ("--width", args.width, args.width >= 8, ">= 8 pixels"),
+        ("--height", args.height, args.height >= 8, ">= 8 pixels"),
+        ("--sentences", args.sentences, args.sentences >= 0, ">= 0"),
+        ("--rate", args.rate, args.rate >= 0, ">= 0"),
+        ("--timeout", args.timeout, args.timeout > 0, "> 0 seconds"),
+        ("--domain-id", args.domain_id, args.domain_id is None or 0 <= args.domain_id <= 232, "in 0..232"),
+    ]
+    for flag, value, ok, what in limits:
+        if not ok:
+            ap.error(f"{flag} must be {what}, got {value}")
+    if args.checkpoint not in ("", "random") and not Path(args.checkpoint).is_file():
+        ap.error(f"--checkpoint {args.checkpoint}: no such file ('' = shipped model, 'random' = untrained)")
     if args.out is None:
         args.out = Path("out") / f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     return args
-
-
-@dataclass
-class Query:
-    """One planner call and how its answer scores against ground truth."""
-
-    kind: str
-    request: str
-    ok: bool
-    message: str
-    latency_ms: float = 0.0
-    round_trip_ms: float = 0.0
-    rows: list[dict[str, Any]] = field(default_factory=list)  # one per returned instance
-    iou: float | None = None  # the answer's mask vs the ground truth (refer / interactive)
-    figure: str = ""
 
 
 class Demo:
@@ -111,7 +109,7 @@ class Demo:
 
     # ----------------------------------------------------------------- steps
     def make_room(self) -> None:
-        from uniseg3d_ros.demo_scene import make_room
+        from uniseg3d_ros.tools.demo.scene import make_room
 
         a = self.args
         t = time.perf_counter()
@@ -145,7 +143,7 @@ class Demo:
         ros_args = [x for k, v in params.items() for x in ("-p", f"{k}:={ros_arg(v)}")]
         return Child(
             NODE_NAME,
-            ["-m", "uniseg3d_ros.node", "--ros-args", *ros_args],
+            ["-m", "uniseg3d_ros.node.node", "--ros-args", *ros_args],
             child_env(domain),
             self.out / "node.log",
         )
@@ -169,7 +167,7 @@ class Demo:
         self.step(f"node up in {time.perf_counter() - t:.1f} s; model: {self.facts['model']}")
 
     def replay(self, planner: Planner, domain: int) -> None:
-        from uniseg3d_ros.demo_feed import feed_in_process, feed_with_replay_tool, wait_settled
+        from uniseg3d_ros.tools.demo.feed import feed_in_process, feed_with_replay_tool, wait_settled
 
         a = self.args
         t = time.perf_counter()
@@ -196,8 +194,6 @@ class Demo:
 
     # ----------------------------------------------------------------- queries
     def run_queries(self, planner: Planner) -> None:
-        from uniseg3d_ros.demo_queries import QueryRunner
-
         runner = self.runner = QueryRunner(self, planner)
         runner.segment()
         for ref in runner.pick_sentences(self.args.sentences):
@@ -218,7 +214,7 @@ class Demo:
 
     # ----------------------------------------------------------------- main
     def run(self) -> int:
-        from uniseg3d_ros.demo_report import format_summary, write_summary
+        from uniseg3d_ros.tools.demo.report import format_summary, write_summary
 
         self.out.mkdir(parents=True, exist_ok=True)
         self.facts["out"] = str(self.out.resolve())
@@ -256,7 +252,7 @@ class Demo:
 def _default_text_encoder(checkpoint: str) -> str:
     """'' (the node keeps the checkpoint's text encoder) when a checkpoint will be loaded, else
     'minilm' (the untrained model needs one; the node then runs random weights)."""
-    from uniseg3d_ros.engine import RANDOM_MODEL, default_checkpoint
+    from uniseg3d_ros.inference.engine import RANDOM_MODEL, default_checkpoint
 
     if checkpoint == RANDOM_MODEL:
         return "minilm"

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from uniseg3d_ros.cloud_types import check_unit_colors
+from uniseg3d_ros.mapping.cloud_types import check_unit_colors
 
 __all__ = ["depth_to_points", "intrinsics_matrix"]
 

@@ -10,7 +10,8 @@ Units: metres, seconds, hertz. Frames follow REP 105 (``fixed_frame`` is ``map``
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import difflib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -257,16 +258,67 @@ def declare(node: Any) -> NodeParams:
         )
         node.declare_parameter(spec.name, spec.default, descriptor)
     values = {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
+    # overrides (-p name:=value, --params-file) that name no parameter would be ignored silently
+    given = getattr(node, "_parameter_overrides", {})  # rclpy keeps them here; no public accessor
+    for warning in unknown_parameter_warnings(given):
+        node.get_logger().warning(warning)
     return NodeParams.from_mapping(values)
+
+
+#: parameters rclpy or ROS tooling may pass to every node; never ours to warn about
+FOREIGN_PARAMETERS = ("use_sim_time", "start_type_description_service")
+FOREIGN_PREFIXES = ("qos_overrides.",)
+
+
+def unknown_parameter_warnings(names: Iterable[str]) -> list[str]:
+    """One warning per given parameter name that ``uniseg3d_node`` does not know, naming the
+    closest known parameter when one is close (``voxel_sise`` -> ``voxel_size``)."""
+    out = []
+    for name in sorted(set(names)):
+        if name in SPECS or name in FOREIGN_PARAMETERS or name.startswith(FOREIGN_PREFIXES):
+            continue
+        close = difflib.get_close_matches(name, list(SPECS), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else "; `uniseg3d_node --help` lists them"
+        out.append(f"unknown parameter {name!r} is ignored{hint}")
+    return out
+
+
+def wants_help(argv: list[str]) -> bool:
+    """``-h`` / ``--help`` among the arguments before ``--ros-args`` (the node's own)."""
+    own = argv[: argv.index("--ros-args")] if "--ros-args" in argv else argv
+    return "-h" in own or "--help" in own
+
+
+def help_text(prog: str = "uniseg3d_node") -> str:
+    """``uniseg3d_node --help``: usage and every parameter with its default and constraints."""
+    lines = [
+        f"usage: {prog} [--ros-args -p NAME:=VALUE ... --params-file FILE -r __ns:=/NAMESPACE]",
+        "",
+        "UniSeg3D 3D scene segmentation node: fuses point clouds / RGB-D into a scene map and",
+        "serves ~/segment, ~/refer, ~/open_vocab, ~/interactive, ~/clear_map, ~/save_map.",
+        "Details: docs/ros_node.md. Parameters (read-only, set at start-up):",
+        "",
+    ]
+    for spec in PARAMETERS:
+        default = repr(spec.default)
+        if spec.choices:
+            limits = " one of " + "/".join(spec.choices)
+        elif spec.low is not None and spec.high is not None:
+            limits = f" in [{spec.low}, {spec.high}]"
+        else:
+            limits = ""
+        lines.append(f"  {spec.name} (default {default}{limits})")
+        lines.append(f"      {spec.description}")
+    return "\n".join(lines) + "\n"
 
 
 def to_yaml(node_name: str = "uniseg3d_node") -> str:
     """The parameters file text (defaults with their descriptions as comments):
-    ``python -m uniseg3d_ros.params > launch/config/params.yaml``."""
+    ``python -m uniseg3d_ros.node.params > launch/config/params.yaml``."""
     import json
 
     lines = [
-        "# uniseg3d_node parameters (generated: python -m uniseg3d_ros.params; a test checks they agree).",
+        "# uniseg3d_node parameters (generated: python -m uniseg3d_ros.node.params; a test checks them).",
         "# Units: metres, seconds, hertz. Topic names starting with ~/ are private to the node.",
         f"{node_name}:",
         "  ros__parameters:",

@@ -10,12 +10,13 @@ checked again after the last query).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from uniseg3d_ros.demo_ros import DemoError
-from uniseg3d_ros.demo_scene import (
+from uniseg3d_ros.tools.demo.report import Query
+from uniseg3d_ros.tools.demo.ros_io import DemoError
+from uniseg3d_ros.tools.demo.scene import (
     best_match,
     click_point,
     indices_to_mask,
@@ -28,9 +29,23 @@ from uniseg3d_ros.demo_scene import (
 )
 
 if TYPE_CHECKING:
+    import argparse
+
     from uniseg3d_model.synthetic.sentences import Referral
-    from uniseg3d_ros.demo import Demo
-    from uniseg3d_ros.demo_ros import Planner
+    from uniseg3d_ros.tools.demo.ros_io import Planner
+    from uniseg3d_ros.tools.demo.scene import DemoRoom
+
+
+class Demo(Protocol):
+    """What the queries need of the running demo (``uniseg3d_ros.tools.demo.main.Demo``)."""
+
+    args: argparse.Namespace
+    out: Path
+    room: DemoRoom
+
+    def record(self, query: Query) -> Query: ...
+
+    def step(self, text: str) -> None: ...
 
 MIN_VISIBLE = 200  # map points an object needs to count as seen (about 0.08 m^2 of surface)
 MATCH_IOU = 0.5
@@ -58,8 +73,7 @@ class QueryRunner:
     def segment(self) -> None:
         from uniseg3d_msgs.srv import Segment
 
-        from uniseg3d_ros.demo import Query
-        from uniseg3d_ros.pointcloud2 import cloud_to_arrays, read_points
+        from uniseg3d_ros.mapping.pointcloud2 import cloud_to_arrays, read_points
 
         req = Segment.Request(score_threshold=0.0, publish=True, return_cloud=True)
         resp, rt = self.planner.call(Segment, "segment", req, self.timeout)
@@ -119,7 +133,6 @@ class QueryRunner:
     def refer(self, ref: Referral) -> None:
         from uniseg3d_msgs.srv import Refer
 
-        from uniseg3d_ros.demo import Query
 
         resp, rt = self.planner.call(
             Refer, "refer", Refer.Request(text=ref.description, top_k=1), self.timeout
@@ -150,7 +163,6 @@ class QueryRunner:
     def open_vocab(self, vocabulary: list[str]) -> None:
         from uniseg3d_msgs.srv import OpenVocab
 
-        from uniseg3d_ros.demo import Query
 
         req = OpenVocab.Request(class_names=vocabulary, score_threshold=0.0)
         resp, rt = self.planner.call(OpenVocab, "open_vocab", req, self.timeout)
@@ -199,7 +211,6 @@ class QueryRunner:
         from geometry_msgs.msg import Point
         from uniseg3d_msgs.srv import Interactive
 
-        from uniseg3d_ros.demo import Query
 
         oid = pick_click_object(self.demo.room, self.truth, self.refer_targets, MIN_VISIBLE)
         if oid < 0:
@@ -242,7 +253,7 @@ class QueryRunner:
 
     # ----------------------------------------------------------------- figures
     def figures(self) -> list[Path]:
-        from uniseg3d_ros.demo_figures import FigureMaker, palette, panoptic_colors
+        from uniseg3d_ros.tools.demo.figures import FigureMaker, palette, panoptic_colors
 
         fm = FigureMaker(self.points, self.colors, self.demo.out / "figures")
         written = []
@@ -272,6 +283,6 @@ class QueryRunner:
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    from uniseg3d_ros.demo_scene import iou
+    from uniseg3d_ros.tools.demo.scene import iou
 
     return round(iou(a, b), 3)

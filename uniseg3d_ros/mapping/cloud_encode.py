@@ -2,7 +2,7 @@
 
 ``msg_factory`` (e.g. ``sensor_msgs.msg.PointCloud2``) and ``field_factory`` (``PointField``, found next to
 the message class when omitted) produce real messages; without them the dataclass stand-ins are used.
-Import these through ``uniseg3d_ros.pointcloud2``.
+Import these through ``uniseg3d_ros.mapping.pointcloud2``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from uniseg3d_ros.cloud_types import _NUMPY_TO_DATATYPE, _XYZ, PointCloud2, PointField, pack_rgb
+from uniseg3d_ros.mapping.cloud_types import _NUMPY_TO_DATATYPE, _XYZ, PointCloud2, PointField, pack_rgb
 
 __all__ = ["create_cloud", "points_to_cloud", "segmented_cloud"]
 

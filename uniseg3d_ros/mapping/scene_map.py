@@ -23,12 +23,11 @@ import itertools
 import threading
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from uniseg3d_ros.cloud_types import check_unit_colors
-from uniseg3d_ros.voxel_hash import COORD_MAX, COORD_MIN, VoxelHashTable, group_voxels
+from uniseg3d_ros.mapping.cloud_types import check_unit_colors
+from uniseg3d_ros.mapping.voxel_hash import COORD_MAX, COORD_MIN, VoxelHashTable, group_voxels
 
 __all__ = ["MapSnapshot", "SceneMap", "transform_points"]
 
@@ -375,16 +374,3 @@ class SceneMap:
             self._n = n
             self._table.rebuild(keys, np.arange(n, dtype=np.int64))
             self._version = _next_version()
-
-    def save(self, path: str | Path) -> None:
-        """Write the map atomically: ``.npz`` (exact state) or ``.ply`` (viewers). See ``map_io``."""
-        from uniseg3d_ros.map_io import save_map
-
-        save_map(self, path)
-
-    @classmethod
-    def load(cls, path: str | Path, **kwargs) -> SceneMap:
-        """Read a map saved by ``save`` (``.npz`` exact, ``.ply`` re-voxelized). See ``map_io``."""
-        from uniseg3d_ros.map_io import load_map
-
-        return load_map(path, **kwargs)

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from uniseg3d_ros.cloud_encode import create_cloud, points_to_cloud, segmented_cloud
-from uniseg3d_ros.cloud_types import (
+from uniseg3d_ros.mapping.cloud_encode import create_cloud, points_to_cloud, segmented_cloud
+from uniseg3d_ros.mapping.cloud_types import (
     _DATATYPE_NAMES,
     _XYZ,
     DATATYPES,

@@ -6,7 +6,7 @@ RGB-D, poses) share one mutually exclusive group and only decode + fuse into the
 blocks sensor input; publishing timers (map cloud, stats) have a third. Queues are
 bounded everywhere (QoS depth, RGB-D sync buffer, pose buffer, map capacity).
 
-Service handlers: node_services.py. Topics, services and parameters: docs/ros_node.md. Logic
+Service handlers: services.py. Topics, services and parameters: docs/ros_node.md. Logic
 lives in the tested pure modules (params, frames, rgbd_sync, engine, results, markers, scene_map,
 pointcloud2, rgbd).
 """
@@ -14,6 +14,7 @@ pointcloud2, rgbd).
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections import Counter
 from functools import partial
@@ -34,9 +35,8 @@ from std_srvs.srv import Trigger
 from uniseg3d_msgs.srv import Interactive, OpenVocab, Refer, SaveMap, Segment
 from visualization_msgs.msg import MarkerArray
 
-from uniseg3d_ros import params as params_mod
-from uniseg3d_ros.engine import EngineConfig, InferenceEngine, QueryResult, load_engine
-from uniseg3d_ros.frames import (
+from uniseg3d_ros.inference.engine import EngineConfig, InferenceEngine, QueryResult, load_engine
+from uniseg3d_ros.mapping.frames import (
     PoseBuffer,
     PoseResolver,
     PoseWaitQueue,
@@ -45,12 +45,13 @@ from uniseg3d_ros.frames import (
     stamp_msg,
     stamp_to_sec,
 )
-from uniseg3d_ros.markers import build_markers, to_marker_array
-from uniseg3d_ros.node_services import ServiceHandlers
-from uniseg3d_ros.pointcloud2 import cloud_to_arrays, points_to_cloud, segmented_cloud
-from uniseg3d_ros.rgbd import depth_to_points
-from uniseg3d_ros.rgbd_sync import RGBDSynchronizer, SyncedFrame, image_to_array
-from uniseg3d_ros.scene_map import SceneMap
+from uniseg3d_ros.mapping.pointcloud2 import cloud_to_arrays, points_to_cloud, segmented_cloud
+from uniseg3d_ros.mapping.rgbd import depth_to_points
+from uniseg3d_ros.mapping.rgbd_sync import RGBDSynchronizer, SyncedFrame, image_to_array
+from uniseg3d_ros.mapping.scene_map import SceneMap
+from uniseg3d_ros.node import params as params_mod
+from uniseg3d_ros.node.markers import build_markers, to_marker_array
+from uniseg3d_ros.node.services import ServiceHandlers
 
 NODE_NAME = "uniseg3d_node"
 #: counters always present in ~/stats (others appear when first counted)
@@ -247,7 +248,9 @@ class UniSeg3DNode(ServiceHandlers, Node):
                 dropped = self.waiting.push(frame_id, stamp, (points, colors, stamp, counter))
             if dropped is not None:
                 self.count("no_pose")
-                self.warn_once("no_pose_overflow", "data waited too long for its pose and was dropped")
+                self.warn_once(
+                    "no_pose_overflow", f"data waited too long for its pose and was dropped: {POSE_HINT}"
+                )
             return
         self.count(res.cause)
         self.warn_once(f"{res.cause}:{frame_id}", res.reason)
@@ -260,7 +263,9 @@ class UniSeg3DNode(ServiceHandlers, Node):
             self.count(counter)
         if expired:
             self.count("no_pose", len(expired))
-            self.warn_once("no_pose", f"no pose within {self.p.pose_tolerance} s of a frame; frame dropped")
+            self.warn_once(
+                "no_pose", f"no pose within {self.p.pose_tolerance} s of a frame; frame dropped: {POSE_HINT}"
+            )
 
     def _integrate(
         self, points: np.ndarray, colors: np.ndarray | None, pose: np.ndarray, stamp: float
@@ -349,7 +354,18 @@ def _qos_kwargs(profile: QoSProfile) -> dict[str, Any]:
     }
 
 
+#: what to do when sensor data finds no pose (logged with the first drop of each kind)
+POSE_HINT = (
+    "publish the sensor pose on ~/pose (PoseStamped) or ~/odom (Odometry), or TF from the fixed frame to "
+    "the data's frame_id, or set pose_source:=identity when the data is already in the fixed frame"
+)
+
+
 def main(args: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if args is None else args)
+    if params_mod.wants_help(argv):  # print and exit before joining any ROS graph
+        print(params_mod.help_text(), end="")
+        return
     rclpy.init(args=args)
     try:
         node = UniSeg3DNode()

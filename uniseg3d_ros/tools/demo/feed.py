@@ -1,7 +1,7 @@
 """Feeding the recorded RGB-D sequence to the node, two ways.
 
 * :func:`feed_in_process` (default): the demo publishes the recording itself with the replay
-  tool's publisher (:class:`uniseg3d_ros.replay.ReplayPublisher`), one frame at a time, and waits
+  tool's publisher (:class:`uniseg3d_ros.tools.replay.ReplayPublisher`), one frame at a time, and waits
   for the node's ``~/stats`` to acknowledge each pose and each frame's images before the next. The
   node's inputs use best-effort sensor QoS and drop frames whose pose has not arrived yet, so on a
   busy machine a free-running replay loses frames; this handshake loses none, at any machine speed.
@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from uniseg3d_ros.demo_ros import Child, DemoError, Planner
+from uniseg3d_ros.tools.demo.ros_io import Child, DemoError, Planner
 
 RESEND_AFTER = 3.0  # s without an acknowledgement before a message is published again
 MAX_SENDS = 4
@@ -48,7 +48,7 @@ def _send_until(planner: Planner, send: Any, acked: Any, timeout: float, what: s
 def feed_in_process(planner: Planner, sequence_dir: Path, node_name: str, rate: float, timeout: float) -> int:
     """Publish every frame of ``sequence_dir`` to ``/<node_name>/{pose,color,camera_info,depth}``
     with a per-frame handshake on ``~/stats``; returns the number of frames sent."""
-    from uniseg3d_ros.replay import Pacer, ReplayPublisher, sequence_events
+    from uniseg3d_ros.tools.replay import Pacer, ReplayPublisher, sequence_events
 
     topics = {
         k: f"/{node_name}/{'camera_info' if k == 'info' else k}" for k in ("pose", "color", "info", "depth")
@@ -109,12 +109,12 @@ def feed_with_replay_tool(
     env: dict[str, str],
     log_path: Path,
 ) -> None:
-    """Run ``python -m uniseg3d_ros.replay`` on ``sequence_dir`` at ``rate`` until it exits."""
+    """Run ``python -m uniseg3d_ros.tools.replay`` on ``sequence_dir`` at ``rate`` until it exits."""
     replay = Child(
         "uniseg3d_replay",
         [
             "-m",
-            "uniseg3d_ros.replay",
+            "uniseg3d_ros.tools.replay",
             str(sequence_dir),
             "--rate",
             str(rate),

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+
+@dataclass
+class Query:
+    """One planner call and how its answer scores against ground truth."""
+
+    kind: str
+    request: str
+    ok: bool
+    message: str
+    latency_ms: float = 0.0
+    round_trip_ms: float = 0.0
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per returned instance
+    iou: float | None = None  # the answer's mask vs the ground truth (refer / interactive)
+    figure: str = ""
 
 RULE = "=" * 78
 

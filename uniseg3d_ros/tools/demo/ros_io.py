@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from uniseg3d_ros import ros_domain
-from uniseg3d_ros.ros_domain import stop_process
+from uniseg3d_ros.tools import ros_domain
+from uniseg3d_ros.tools.ros_domain import stop_process
 
 
 class DemoError(RuntimeError):
@@ -28,7 +28,7 @@ class DemoError(RuntimeError):
 
 @contextmanager
 def lease_domain(forced: int | None = None) -> Iterator[int]:
-    """:func:`uniseg3d_ros.ros_domain.lease_domain`, failing as a :class:`DemoError`."""
+    """:func:`uniseg3d_ros.tools.ros_domain.lease_domain`, failing as a :class:`DemoError`."""
     try:
         with ros_domain.lease_domain(forced) as domain_id:
             yield domain_id
