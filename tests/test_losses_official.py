@@ -14,6 +14,7 @@ from uniseg3d_model.encoding import DecoderOutput, LayerPrediction
 from uniseg3d_model.losses import LossConfig, build_criterion, build_targets
 from uniseg3d_model.losses.official import OfficialCriterion
 from uniseg3d_model.losses.sparse_matcher import OUTSIDE, sparse_topk_match
+from uniseg3d_model.official_heads import STUFF_LOGIT
 from uniseg3d_model.structures import SceneSample
 
 V = len(SCANNET20_CLASSES)
@@ -206,6 +207,11 @@ def test_contrastive_raw_multiplier_ranking_sum_and_sigmoid_class_distillation()
     assert logs["ranking"] == pytest.approx(rank, abs=1e-6)
     dist = F.binary_cross_entropy(f.class_logits[[8, 9]].sigmoid(), f.class_logits[[7, 6]].sigmoid())
     assert logs["kd_referring"] == pytest.approx(float(dist), rel=1e-5)
+    f.class_logits[:, :2] = STUFF_LOGIT  # official instance head: wall/floor columns pinned
+    _, pinned = OfficialCriterion(LossConfig(recipe="official"))([out], [scene])
+    things = f.class_logits[:, 2:]  # the official cls_preds: 18 things + no-object
+    dist = F.binary_cross_entropy(things[[8, 9]].sigmoid(), things[[7, 6]].sigmoid())
+    assert pinned["kd_referring"] == pytest.approx(float(dist), rel=1e-5)
 
 
 def test_semantic_head_cross_entropy_over_the_unified_queries() -> None:

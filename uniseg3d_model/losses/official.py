@@ -46,6 +46,7 @@ from uniseg3d_model.encoding import DecoderOutput, LayerPrediction
 from uniseg3d_model.losses.matcher import dice_loss
 from uniseg3d_model.losses.sparse_matcher import sparse_topk_match
 from uniseg3d_model.losses.targets import SceneTargets, build_targets
+from uniseg3d_model.official_heads import STUFF_LOGIT
 from uniseg3d_model.structures import SceneSample
 
 
@@ -215,8 +216,12 @@ class OfficialCriterion:
         con = 0.5 * (F.cross_entropy(scale * sim, labels) + F.cross_entropy(scale * sim.t(), labels))
         off = ~torch.eye(len(sim), dtype=torch.bool, device=sim.device)
         rank = ((sim - sim.diagonal()[None, :]).clamp_min(0) * off).sum()  # max(0, s_ij - s_jj), i != j
-        teacher = clicks.class_logits[pairs[0]].detach().float().sigmoid()
-        dist = F.binary_cross_entropy(texts.class_logits[pairs[1]].float().sigmoid(), teacher)
+        # the official cls_preds have the 18 thing columns + no-object: drop the stuff columns the
+        # official instance head pins at STUFF_LOGIT, so the sigmoid BCE averages over the same columns
+        student = texts.class_logits[pairs[1]].float()
+        teacher = clicks.class_logits[pairs[0]].detach().float()
+        live = ~((student <= STUFF_LOGIT) & (teacher <= STUFF_LOGIT)).all(0)
+        dist = F.binary_cross_entropy(student[:, live].sigmoid(), teacher[:, live].sigmoid())
         return con, rank, dist
 
     def _semantic(self, out: DecoderOutput, sc: _Scene) -> torch.Tensor | None:
