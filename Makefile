@@ -32,7 +32,8 @@ $(DEPS): Makefile requirements/base.txt requirements/ros-build.txt requirements/
 	$(PIP) install -q $(CONSTRAIN) --no-deps --no-build-isolation -e .
 	touch $@
 
-$(MSGS): $(DEPS) scripts/build_msgs.sh msg/CMakeLists.txt msg/package.xml $(wildcard msg/msg/*.msg msg/srv/*.srv)
+$(MSGS): $(DEPS) scripts/build_msgs.sh msg/CMakeLists.txt msg/package.xml $(wildcard msg/msg/*.msg msg/srv/*.srv msg/action/*.action) \
+         compat/tf2_msgs/CMakeLists.txt compat/tf2_msgs/package.xml $(wildcard compat/tf2_msgs/msg/*.msg)
 	bash scripts/build_msgs.sh
 	touch $@
 

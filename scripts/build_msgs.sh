@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Build the uniseg3d_msgs interface package (msg/) against the ROS 2 wheels in
-# the venv and install it into ./install. Usage: bash scripts/build_msgs.sh
+# Build the uniseg3d_msgs interface package (msg/), and tf2_msgs (compat/) when the
+# venv has none, against the ROS 2 wheels in the venv and install them into
+# ./install. Usage: bash scripts/build_msgs.sh
 #
 # Env overrides: VENV (default .venv), MSGS_PREFIX (default ./install),
-# MSGS_BUILD (default ./build/uniseg3d_msgs), JOBS (default: nproc).
+# MSGS_BUILD (default ./build: one sub-directory per package), JOBS (default: nproc).
 #
 # Steps: (1) point the wheels' exported CMake files, which name the wheel build
 # machine's Python and numpy include dirs, at this interpreter's (idempotent);
@@ -14,7 +15,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$(cd "$ROOT" && realpath -m "${VENV:-.venv}")"
 PREFIX="$(cd "$ROOT" && realpath -m "${MSGS_PREFIX:-install}")"
-BUILD="$(cd "$ROOT" && realpath -m "${MSGS_BUILD:-build/uniseg3d_msgs}")"
+BUILD_ROOT="$(cd "$ROOT" && realpath -m "${MSGS_BUILD:-build}")"
 PY="$VENV/bin/python"
 JOBS="${JOBS:-$(nproc 2>/dev/null || echo 2)}"
 
@@ -22,7 +23,7 @@ die() { echo "build_msgs.sh: error: $*" >&2; exit 1; }
 
 [ -x "$PY" ] || die "no Python at $PY; run 'make setup' (or set VENV=...)"
 [ -f "$ROOT/msg/package.xml" ] || die "no interface package at $ROOT/msg"
-for share in rosidl_default_generators ament_cmake geometry_msgs sensor_msgs std_msgs builtin_interfaces; do
+for share in rosidl_default_generators ament_cmake geometry_msgs sensor_msgs std_msgs builtin_interfaces action_msgs unique_identifier_msgs; do
   [ -d "$VENV/share/$share" ] || die "$VENV/share/$share is missing; install requirements/ros-build.txt and requirements/base.txt"
 done
 
@@ -59,35 +60,48 @@ CMAKE="$VENV/bin/cmake"
 command -v make >/dev/null || die "make not found"
 command -v c++ >/dev/null || command -v g++ >/dev/null || die "no C++ compiler (apt-get install g++)"
 
+# build_pkg NAME SRC: configure (when needed), build and install one interface package.
 # The configuration key: a build tree made for another venv, prefix or source is
-# thrown away. Edits to msg/ need no reconfigure (rosidl tracks its inputs).
-key="src=$ROOT/msg venv=$VENV prefix=$PREFIX python=$PY_INCLUDE numpy=$NP_INCLUDE"
-if [ ! -f "$BUILD/CMakeCache.txt" ] || [ "$(cat "$BUILD/.configured" 2>/dev/null)" != "$key" ]; then
-  rm -rf "$BUILD" && mkdir -p "$BUILD"
-  echo "build_msgs.sh: configuring uniseg3d_msgs in $BUILD"
-  # RPATH: installed libraries find each other ($ORIGIN), the Python extension
-  # modules in lib/python3.x/site-packages/uniseg3d_msgs find lib/ ($ORIGIN/../../..),
-  # and both find the wheels' libraries in the venv.
-  "$CMAKE" -S "$ROOT/msg" -B "$BUILD" \
-    -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_INSTALL_PREFIX="$PREFIX" \
-    -DPython3_EXECUTABLE="$PY" \
-    -DPYTHON_EXECUTABLE="$PY" \
-    -DBUILD_TESTING=OFF \
-    "-DCMAKE_INSTALL_RPATH=\$ORIGIN;\$ORIGIN/../../..;$VENV/lib" \
-    > "$BUILD/configure.log" 2>&1 \
-    || { tail -n 40 "$BUILD/configure.log" >&2; die "cmake configure failed (full log: $BUILD/configure.log)"; }
-  echo "$key" > "$BUILD/.configured"
+# thrown away. Edits to .msg files need no reconfigure (rosidl tracks its inputs).
+build_pkg() {
+  local name="$1" src="$2" build="$BUILD_ROOT/$1"
+  local key="src=$src venv=$VENV prefix=$PREFIX python=$PY_INCLUDE numpy=$NP_INCLUDE"
+  if [ ! -f "$build/CMakeCache.txt" ] || [ "$(cat "$build/.configured" 2>/dev/null)" != "$key" ]; then
+    rm -rf "$build" && mkdir -p "$build"
+    echo "build_msgs.sh: configuring $name in $build"
+    # RPATH: installed libraries find each other ($ORIGIN), the Python extension
+    # modules in lib/python3.x/site-packages/<pkg> find lib/ ($ORIGIN/../../..),
+    # and both find the wheels' libraries in the venv.
+    "$CMAKE" -S "$src" -B "$build" \
+      -DCMAKE_BUILD_TYPE=Release \
+      -DCMAKE_INSTALL_PREFIX="$PREFIX" \
+      -DPython3_EXECUTABLE="$PY" \
+      -DPYTHON_EXECUTABLE="$PY" \
+      -DBUILD_TESTING=OFF \
+      "-DCMAKE_INSTALL_RPATH=\$ORIGIN;\$ORIGIN/../../..;$VENV/lib" \
+      > "$build/configure.log" 2>&1 \
+      || { tail -n 40 "$build/configure.log" >&2; die "cmake configure of $name failed (full log: $build/configure.log)"; }
+    echo "$key" > "$build/.configured"
+  fi
+  echo "build_msgs.sh: building $name ($JOBS jobs)"
+  "$CMAKE" --build "$build" -j "$JOBS" > "$build/build.log" 2>&1 \
+    || { tail -n 40 "$build/build.log" >&2; die "build of $name failed (full log: $build/build.log)"; }
+  "$CMAKE" --install "$build" > "$build/install.log" 2>&1 \
+    || { tail -n 40 "$build/install.log" >&2; die "install of $name failed (full log: $build/install.log)"; }
+}
+
+# tf2_msgs (TFMessage, for /tf and /tf_static) has no PyPI wheel: build the stand-in in compat/
+# unless the venv already provides tf2_msgs.
+if [ -d "$VENV/share/tf2_msgs" ]; then
+  echo "build_msgs.sh: tf2_msgs provided by $VENV; not building compat/tf2_msgs"
+else
+  build_pkg tf2_msgs "$ROOT/compat/tf2_msgs"
 fi
-echo "build_msgs.sh: building uniseg3d_msgs ($JOBS jobs)"
-"$CMAKE" --build "$BUILD" -j "$JOBS" > "$BUILD/build.log" 2>&1 \
-  || { tail -n 40 "$BUILD/build.log" >&2; die "build failed (full log: $BUILD/build.log)"; }
-"$CMAKE" --install "$BUILD" > "$BUILD/install.log" 2>&1 \
-  || { tail -n 40 "$BUILD/install.log" >&2; die "install failed (full log: $BUILD/install.log)"; }
+build_pkg uniseg3d_msgs "$ROOT/msg"
 
 # Smoke check: the generated Python package imports with the run-time env.
 # shellcheck source=scripts/env.sh
 . "$ROOT/scripts/env.sh"
-"$PY" -c 'from uniseg3d_msgs.msg import InstanceResult; from uniseg3d_msgs.srv import Segment; InstanceResult(); Segment.Request()' \
-  || die "the installed uniseg3d_msgs does not import (see above)"
-echo "build_msgs.sh: uniseg3d_msgs installed in $PREFIX"
+"$PY" -c 'from uniseg3d_msgs.msg import InstanceResult; from uniseg3d_msgs.srv import Segment; from uniseg3d_msgs.action import Segment as SegmentAction; from tf2_msgs.msg import TFMessage; InstanceResult(); Segment.Request(); SegmentAction.Goal(); TFMessage()' \
+  || die "the installed uniseg3d_msgs or tf2_msgs does not import (see above)"
+echo "build_msgs.sh: uniseg3d_msgs and tf2_msgs installed in $PREFIX"

@@ -73,7 +73,12 @@ Class embedding file (``scannet_cls_embedding.pth``): loaded at query_decoder.py
 as ONE tensor (K, P, D): K = 20 ScanNet semantic classes, P prototypes (any count; the max over P
 is taken, :438), D = CLIP embedding width (768: the checkpoint's ``decoder.cls_proj.4.weight``
 is (D, 256), :408-412). A zero background row is appended (K+1, P, D) and the buffer is kept
-as (D, K+1, P) (:403-406). Instance logits use rows 2..K (18 thing classes + background).
+as (D, K+1, P) (:403-406). Instance logits use rows 2..K (18 thing classes + background). The
+official constructor makes the zero row with ``device='cuda'`` (:397), so it needs a GPU even
+to build the model. Neither the file nor the buffer is in the checkpoint: a converter needs the
+file. Our model has one text width for the CLIP joint width (``text_proj`` columns, lang.Mlp
+input) and the prototype width D; both are 768 in the release, so reduced-width tests set
+``embed_dim == cls_dim``.
 
 open_clip weights (``open_clip_pytorch_model.bin``): a plain state dict of the CLIP model
 (open_clip/model.py:187-211): ``transformer.resblocks.{i}.*``, ``token_embedding.weight``,

@@ -18,6 +18,9 @@ spconv semantics, checked against spconv 2.3.8 (tests/test_official_reference.py
 - SubMConv3d k3 p1 = dense ``conv3d(padding=1)`` with weight ``W.permute(0, 4, 1, 2, 3)`` (KRSC
   ``(out, kx, ky, kz, in)``), read at the active sites only, the input zero elsewhere (spconv's
   CPU SubM agrees on sparse grids and is wrong on dense ones, so it is not the reference);
+- SubMConv3d k1 (the ResidualBlock ``i_branch`` when widths change, i.e. ``blocks_tail.block0``)
+  = ``x @ W.reshape(in, out)``: spconv's conv1x1 shortcut reinterprets the weight's memory
+  (see :func:`subm_conv`); the released weights were trained that way;
 - SparseConv3d k2 s2 = dense ``conv3d(stride=2)``; active outputs = sites with an active input
   in their 2x2x2 cell (coordinate // 2), limited to spconv's output spatial shape
   (S - 2) // 2 + 1: with an odd S (spatial shape = clip(max index + 1, 128), so any scene over
@@ -79,10 +82,15 @@ def _even_dims(coords: torch.Tensor) -> tuple[int, ...]:
 
 
 def subm_conv(feats: torch.Tensor, coords: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Submanifold conv, kernel 3 (padding 1) or 1: (n, Cin) at coords -> (n, Cout)."""
-    k = weight.shape[1]
+    """Submanifold conv, kernel 3 (padding 1) or 1: (n, Cin) at coords -> (n, Cout).
+
+    Kernel 1 is spconv's ``conv1x1`` path (spconv/pytorch/conv.py, every 2.x release:
+    ``torch.mm(features, weight.view(in_channels, out_channels))``): the (out, 1, 1, 1, in)
+    tensor's memory is read as a row-major (in, out) matrix, NOT as its KRSC shape says."""
+    if weight.shape[1:4] == (1, 1, 1):
+        return feats @ weight.reshape(weight.shape[-1], weight.shape[0])
     dense = _dense(feats, coords, _even_dims(coords))
-    return _gather(F.conv3d(dense, weight.permute(0, 4, 1, 2, 3), padding=k // 2), coords)
+    return _gather(F.conv3d(dense, weight.permute(0, 4, 1, 2, 3), padding=1), coords)
 
 
 def coarse_shape(shape: tuple[int, ...]) -> tuple[int, ...]:

@@ -72,7 +72,9 @@ def matrix_nms(masks: torch.Tensor, labels: torch.Tensor, scores: torch.Tensor,
 def instances(out: dict, superpoints: torch.Tensor, cfg: OfficialTestCfg, score_thr: float,
               use_iou: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """predict_by_feat_instance. out: unified-query ``cls_preds`` (Q, 19), ``masks`` (Q, S),
-    ``preds_iou`` (Q, 1). Returns masks (n, N points) bool, labels (n,), scores (n,)."""
+    ``preds_iou`` (Q, 1). Returns masks (n, N points) bool, labels (n,), scores (n,).
+    Like the official code, raises RuntimeError when Q * 18 < topk_insts (600), i.e. a scene
+    with fewer than 34 superpoints."""
     cls_preds, pred_masks = out["cls_preds"], out["masks"]
     scores = cls_preds.softmax(-1)[:, :-1]
     if use_iou:

@@ -36,10 +36,13 @@ def random_scene(seed: int, n_points: int = 3000,
                          click_points=click_points)
 
 
-def lively_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def lively_state_dict(sd: dict[str, torch.Tensor], mask_shift: float = 0.0
+                      ) -> dict[str, torch.Tensor]:
     """Rescale a random official state dict so that its predictions are not degenerate (queries
     keep their identity through the decoder, masks are sharp): matrices outside the text tower
-    x1.5, decoder attention output projections x0.1, the mask-feature projection x4 more."""
+    x1.5, decoder attention output projections x0.1, the mask-feature projection x4 more;
+    ``mask_shift`` adds about that much to every mask logit (out_norm bias and x_mask bias
+    share a direction), which widens the masks."""
     out = {}
     for k, v in sd.items():
         if v.dim() >= 2 and not k.startswith("lang.text_encoder."):
@@ -49,4 +52,8 @@ def lively_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if k == "decoder.x_mask.2.weight":
             v = v * 4
         out[k] = v
+    if mask_shift:
+        u = torch.nn.functional.normalize(out["decoder.out_norm.bias"], dim=0)
+        out["decoder.out_norm.bias"] = out["decoder.out_norm.bias"] + u
+        out["decoder.x_mask.2.bias"] = out["decoder.x_mask.2.bias"] + mask_shift * u
     return out

@@ -266,15 +266,16 @@ def test_demo_runs_the_mission_end_to_end(tmp_path):
 
 
 def test_demo_fails_clearly_and_stops_the_node_when_the_model_cannot_load(tmp_path):
-    missing = tmp_path / "no_such_checkpoint.pt"
+    broken = tmp_path / "broken_checkpoint.pt"  # exists (a missing file is refused by the argument check)
+    broken.write_bytes(b"not a checkpoint")
     extra = list(SMALL)
-    extra[extra.index("random")] = str(missing)
+    extra[extra.index("random")] = str(broken)
     extra[extra.index("--frames") + 1] = "2"
     t0 = time.monotonic()
     proc, domain = _run_demo(tmp_path / "demo", extra)
     assert proc.returncode == 1
     assert "FAILED: the node could not load the model" in proc.stderr
-    assert "does not exist" in proc.stderr and str(missing) in proc.stderr
+    assert "cannot load the model" in proc.stderr and str(broken) in proc.stderr
     assert time.monotonic() - t0 < 100
     assert _leftover_children(domain) == []
 

@@ -120,11 +120,35 @@ def test_resolver_prefers_tf_lookup_and_maps_lookup_errors():
             raise LookupError(f"frame {frame} does not exist")
         return pose_to_matrix([stamp, 0, 0], [0, 0, 0, 1])
 
-    res = PoseResolver(fixed_frame="map", tf_lookup=lookup)
+    res = PoseResolver(fixed_frame="map", source="tf", tf_lookup=lookup)
     assert res.active_source() == "tf"
     assert res.resolve("camera", 2.0).pose[0, 3] == 2.0
     bad = res.resolve("ghost", 2.0)
     assert bad.cause == "unknown_frame" and "ghost" in bad.reason
+
+
+def test_resolver_auto_uses_tf_then_topic_poses_for_frames_tf_does_not_know():
+    from uniseg3d_ros.mapping.frames import ExtrapolationError, FrameNotFoundError
+
+    def lookup(frame, stamp):
+        if frame == "camera":
+            return pose_to_matrix([stamp, 0, 0], [0, 0, 0, 1])
+        if frame == "late":
+            raise ExtrapolationError("extrapolation into the future", future=True)
+        if frame == "old":
+            raise ExtrapolationError("extrapolation into the past", future=False)
+        raise FrameNotFoundError(f"frame {frame} does not exist")
+
+    res = PoseResolver(fixed_frame="map", tf_lookup=lookup, buffer=PoseBuffer(tolerance=0.02))
+    assert res.active_source() == "tf+topic"
+    assert res.resolve("camera", 2.0).pose[0, 3] == 2.0
+    late, old = res.resolve("late", 2.0), res.resolve("old", 2.0)
+    assert late.cause == old.cause == "no_pose" and late.pending and not old.pending
+    assert "past" in old.reason
+    topic_pose = pose_to_matrix([0, 5, 0], [0, 0, 0, 1])
+    res.buffer.add(3.0, topic_pose)
+    np.testing.assert_array_equal(res.resolve("lidar", 3.0).pose, topic_pose)  # not in TF: topic pose
+    assert res.resolve("lidar", 9.0).pending
 
 
 def test_resolver_tf_without_tf2_raises():

@@ -78,6 +78,16 @@ def test_label_text_has_class_and_score_above_the_box(scene):
         assert s.position[2] > inst.bbox_max[2]
 
 
+def test_label_text_names_the_persistent_object_when_known(scene):
+    from dataclasses import replace
+
+    points, insts = scene
+    named = [replace(insts[0], id=0), insts[1]]
+    named[0].object_id = 7  # what the node sets from its object map
+    labels = [s for s in build_markers(named, points) if s.ns == "labels"]
+    assert [s.text for s in labels] == ["chair 0.50 #7", "table 0.60"]
+
+
 def test_colors_are_fixed_per_class():
     np.testing.assert_array_equal(class_color(99, "chair"), PALETTE[4])  # ScanNet20 index of chair
     np.testing.assert_array_equal(class_color(0, "mug"), class_color(7, "mug"))

@@ -175,17 +175,19 @@ class NodeHarness:
 
 
 @pytest.fixture(scope="module")
-def ros():
+def ros(tmp_path_factory):
     import rclpy
 
+    map_dir = tmp_path_factory.mktemp("maps")
     with rosutil.ros_domain() as domain, rosutil.ros_context(domain) as ctx:
         # fewer malloc arenas: RSS then reflects live memory, not per-thread arena slack
         env = rosutil.ros_env(domain, {"MALLOC_ARENA_MAX": "2"})
         args = ["-m", "uniseg3d_ros.node.node", "--ros-args"]
-        for k, v in NODE_PARAMS.items():
+        for k, v in {**NODE_PARAMS, "map_directory": str(map_dir)}.items():
             args += ["-p", f"{k}:={_ros_arg(v)}"]
         with rosutil.start_python(args, env=env, name="uniseg3d_node") as server:
             harness = NodeHarness(ctx, server)
+            harness.map_dir = map_dir
             try:
                 server.wait_for_output("ready:", timeout=60.0)
                 yield harness
@@ -310,7 +312,7 @@ def test_services_answer_bad_requests_with_a_reason(ros, room):
         (Segment, "segment", Segment.Request(score_threshold=2.0), "score_threshold"),
         (Interactive, "interactive", Interactive.Request(clicks=[Point(x=50.0, y=0.0, z=0.0)]), "clicks[0]"),
         (SaveMap, "save_map", SaveMap.Request(path=""), "path is empty"),
-        (SaveMap, "save_map", SaveMap.Request(path="/tmp/map.txt"), ".ply or .npz"),
+        (SaveMap, "save_map", SaveMap.Request(path="map.txt"), ".ply or .npz"),
     ]
     for srv, name, req, reason in cases:
         res = ros.call(srv, name, req)
@@ -319,7 +321,7 @@ def test_services_answer_bad_requests_with_a_reason(ros, room):
 
 
 @pytest.mark.ros
-def test_segment_geometry_matches_cloud_markers_and_engine(ros, room, tmp_path):
+def test_segment_geometry_matches_cloud_markers_and_engine(ros, room):
     from uniseg3d_msgs.srv import SaveMap, Segment
 
     from uniseg3d_ros.inference.engine import load_engine
@@ -361,7 +363,8 @@ def test_segment_geometry_matches_cloud_markers_and_engine(ros, room, tmp_path):
     np.testing.assert_array_equal(published["instance"], cloud["instance"])
 
     # the engine run directly on the saved map gives the same answer
-    saved = ros.call(SaveMap, "save_map", SaveMap.Request(path=str(tmp_path / "room.npz")))
+    saved = ros.call(SaveMap, "save_map", SaveMap.Request(path="room.npz", overwrite=True))
+    assert saved.path == str(ros.map_dir / "room.npz")
     assert saved.success and saved.num_voxels == res.num_points, saved.message
     engine = load_engine("random", text_encoder="hash")
     direct = engine.segment(load_map(saved.path).snapshot(), score_threshold=1e-6)

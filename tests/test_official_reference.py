@@ -66,6 +66,23 @@ def test_dense_ops_match_spconv_on_sparse_grids(n_sites, shape):
             assert dropped.any() and not ref_up[dropped].any()
 
 
+def test_kernel_one_subm_conv_reads_the_weight_as_spconv_conv1x1_does():
+    """spconv's conv1x1 shortcut: features @ weight.view(in, out), whatever the KRSC shape says;
+    the reference follows it (the official ``i_branch`` of ``blocks_tail.block0``)."""
+    spconv = pytest.importorskip("spconv.pytorch")
+    g = torch.Generator().manual_seed(5)
+    coords = torch.unique(_sparse_sites(g, 60, 12), dim=0)
+    feats = torch.randn(len(coords), 6, generator=g)
+    indices = torch.cat([torch.zeros(len(coords), 1, dtype=torch.long), coords], 1).int()
+    conv = spconv.SubMConv3d(6, 3, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
+        y = conv(spconv.SparseConvTensor(feats, indices, [12] * 3, 1))
+        ref = subm_conv(feats, coords, conv.weight)
+    assert torch.allclose(_at(y.features, y.indices[:, 1:].long(), coords), ref, atol=1e-5)
+    assert not torch.allclose(ref, feats @ conv.weight.reshape(3, 6).T, atol=1e-2)
+
+
 def _at(values: torch.Tensor, coords: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
     """Reorder rows of ``values`` (at ``coords``) to the order of ``wanted`` coords."""
     key = {tuple(c): i for i, c in enumerate(coords.tolist())}

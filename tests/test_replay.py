@@ -303,22 +303,6 @@ def test_replayed_sequence_and_bag_build_the_nodes_map(sequence, tmp_path):
             probe.destroy_node()
 
 
-def test_tf_tree_composes_chains_between_connected_frames():
-    from uniseg3d_ros.mapping.frames import pose_to_matrix
-    from uniseg3d_ros.tools.replay import TfTree
-
-    tree = TfTree()
-    a = pose_to_matrix([1, 0, 0], [0, 0, 0.3826834, 0.9238795])
-    b = pose_to_matrix([0, 2, 0.5], [0.1, 0.2, 0.0, 0.97])
-    tree.set("map", "odom", a)
-    tree.set("/odom", "base", b)
-    tree.set("map", "marker", np.eye(4))
-    np.testing.assert_allclose(tree.lookup("map", "base"), a @ b, atol=1e-12)
-    np.testing.assert_allclose(tree.lookup("base", "map"), np.linalg.inv(a @ b), atol=1e-12)
-    np.testing.assert_allclose(tree.lookup("marker", "base"), a @ b, atol=1e-12)
-    assert tree.lookup("map", "lidar") is None
-
-
 def test_bag_poses_from_tf_and_tf_static(tmp_path):
     from rosbags.rosbag2 import StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore

@@ -102,8 +102,9 @@ def official_backbone_state_dict(
     other keys are ignored. cfg: the :class:`SpconvUNetConfig` the result is for.
     Returns ``(state_dict, consumed)``: our tensors (float conv kernels in our layout, BN tensors
     copied), and the official keys used, each once, in the same order (the i-th key of
-    ``state_dict`` came from ``consumed[i]``). Meta tensors work (a names-and-shapes check). Raises ``ValueError`` naming the key on a
-    missing key, a wrong shape, or a backbone-prefixed key this config has no place for.
+    ``state_dict`` came from ``consumed[i]``). Meta tensors work (a names-and-shapes check).
+    Raises ``ValueError`` naming the key on a missing key, a wrong shape, or a backbone-prefixed
+    key this config has no place for.
     """
     rows = official_backbone_keys(cfg)
     expected = {r[0] for r in rows}

@@ -1,15 +1,24 @@
 """ScanNet benchmark instance-segmentation AP.
 
-Follows the ScanNet benchmark's definition (``evaluate_semantic_instance.py``):
-for every class and every IoU threshold in 0.50:0.95 (step 0.05) plus 0.25,
-predictions are sorted by confidence and greedily matched to ground-truth
-instances of the same class; a prediction that overlaps an already matched
-instance is a false positive; an unmatched prediction whose points fall mostly
-(more than the IoU threshold) in unannotated space, or on ground-truth
-instances smaller than ``min_region_size``, is ignored instead of counted
-false. Ground-truth instances smaller than ``min_region_size`` are not
-evaluated and predicted masks smaller than it are dropped. AP is the area
-under the precision/recall curve with the benchmark's step integration.
+Follows the ScanNet benchmark's definition (``BenchmarkScripts/3d_evaluation/
+evaluate_semantic_instance.py``, copied into UniSeg3D as ``uniseg3d/evaluate_semantic_instance.py``):
+for every class and every IoU threshold of ``np.append(np.arange(0.5, 0.95, 0.05), 0.25)``
+(0.50:0.05:0.90, nine values, plus 0.25; "AP" averages the nine: 0.95 is not one of them):
+
+- ground-truth instances with fewer than ``min_region_size`` (100) points are not evaluated;
+  predicted masks with fewer are dropped (distance thresholds are inf/-inf: no-ops);
+- each ground-truth instance takes, in prediction order, the first not yet taken prediction
+  of its class with IoU strictly above the threshold; every further prediction over the
+  threshold on the same instance is a false positive scored min(its, the match's) confidence
+  while the match keeps the max (such a prediction stays free for other instances);
+- an unmatched prediction (IoU above the threshold with no instance of its class, small
+  ones included) is a false positive unless the fraction of its points on void (not on an
+  instance of an evaluated class) or on too-small instances of its class exceeds the threshold;
+- AP: predictions sorted by confidence, one precision/recall point per distinct confidence
+  (recall counts unmatched instances as false negatives), an artificial point of recall 0 /
+  precision 1, and the step integration ``dot(precision, convolve(recall, [-.5, 0, .5]))``;
+- "ap" is the nan-mean over classes and thresholds (without 0.25); a class with ground truth
+  and no prediction scores 0, a class without ground truth is NaN (left out).
 
 Inputs are per scene, over the scene's N points:
 
@@ -28,7 +37,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-IOU_THRESHOLDS: tuple[float, ...] = tuple(np.round(np.arange(0.5, 0.951, 0.05), 2)) + (0.25,)
+#: the benchmark's overlaps, bit for bit (get_options: ``np.append(np.arange(0.5, 0.95, 0.05), 0.25)``)
+OFFICIAL_OVERLAPS: tuple[float, ...] = tuple(float(x) for x in np.append(np.arange(0.5, 0.95, 0.05), 0.25))
+#: our earlier choice (COCO-like 0.50:0.95, ten values, plus 0.25); ``--protocol ours`` only
+OURS_OVERLAPS: tuple[float, ...] = tuple(float(x) for x in np.round(np.arange(0.5, 0.951, 0.05), 2)) + (0.25,)
+IOU_THRESHOLDS = OFFICIAL_OVERLAPS
 
 
 @dataclass
@@ -42,8 +55,9 @@ class _ClassAccumulator:
     has_pred: bool = False
 
 
-def _average_precision(y_true: np.ndarray, y_score: np.ndarray, hard_fn: int) -> float:
-    """Benchmark-style AP from matched/unmatched predictions (y_true in {0, 1})."""
+def _average_precision(y_true: np.ndarray, y_score: np.ndarray, hard_fn: int) -> tuple[float, float, float]:
+    """Benchmark-style AP from matched/unmatched predictions (y_true in {0, 1}), with the
+    precision and recall of the curve point of best F1 (the benchmark's prec/rec columns)."""
     order = np.argsort(y_score, kind="stable")
     y_score_sorted = y_score[order]
     y_true_sorted = y_true[order]
@@ -61,11 +75,12 @@ def _average_precision(y_true: np.ndarray, y_score: np.ndarray, hard_fn: int) ->
         fn = below + hard_fn
         precision[i] = tp / (tp + fp) if tp + fp > 0 else 0.0
         recall[i] = tp / (tp + fn) if tp + fn > 0 else 0.0
-    precision[-1] = 1.0
+    precision[-1] = 1.0  # the artificial first point of the curve: recall 0, precision 1
     recall[-1] = 0.0
+    best = int(np.argmax(2 * precision * recall / (precision + recall + 1e-4)))
     padded = np.concatenate([[recall[0]], recall, [0.0]])
     step_widths = np.convolve(padded, [-0.5, 0.0, 0.5], "valid")
-    return float(np.dot(precision, step_widths))
+    return float(np.dot(precision, step_widths)), float(precision[best]), float(recall[best])
 
 
 class InstanceAPEvaluator:
@@ -74,14 +89,20 @@ class InstanceAPEvaluator:
     Args:
         class_names: names of the evaluated (thing) classes; class indices in
             inputs index into this list, others are ignored.
-        min_region_size: ScanNet uses 100 mesh vertices.
+        min_region_size: ScanNet uses 100 mesh vertices (``min_region_sizes``).
+        overlaps: IoU thresholds; :data:`OFFICIAL_OVERLAPS` (default) or :data:`OURS_OVERLAPS`.
+            Must contain 0.5 and 0.25; "ap" averages all but 0.25.
     """
 
-    def __init__(self, class_names: Sequence[str], min_region_size: int = 100) -> None:
+    def __init__(self, class_names: Sequence[str], min_region_size: int = 100,
+                 overlaps: Sequence[float] = OFFICIAL_OVERLAPS) -> None:
         self.class_names = list(class_names)
         self.min_region_size = int(min_region_size)
+        self.overlaps = tuple(float(t) for t in overlaps)
+        if not (np.isclose(self.overlaps, 0.5).any() and np.isclose(self.overlaps, 0.25).any()):
+            raise ValueError(f"overlaps must contain 0.5 and 0.25, got {self.overlaps}")
         self._acc = {
-            (c, t): _ClassAccumulator() for c in range(len(self.class_names)) for t in IOU_THRESHOLDS
+            (c, t): _ClassAccumulator() for c in range(len(self.class_names)) for t in self.overlaps
         }
         self.num_scenes = 0
 
@@ -129,7 +150,7 @@ class InstanceAPEvaluator:
             g_sel = np.flatnonzero(classes_of_gt == c)
             p_sel = np.flatnonzero(pred_classes == c)
             g_valid = g_sel[gt_sizes[g_sel] >= self.min_region_size]
-            for thr in IOU_THRESHOLDS:
+            for thr in self.overlaps:
                 acc = self._acc[(c, thr)]
                 acc.has_gt |= len(g_valid) > 0
                 acc.has_pred |= len(p_sel) > 0
@@ -149,7 +170,7 @@ class InstanceAPEvaluator:
                 if visited[p] or inter[p, g] == 0:
                     continue
                 iou = inter[p, g] / (gt_sizes[g] + pred_sizes[p] - inter[p, g])
-                if iou > thr:
+                if iou > thr:  # strict, as the benchmark
                     conf = pred_scores[p]
                     if cur_match[gi]:
                         # a second prediction on a matched instance: keep the best, count the other false
@@ -172,41 +193,47 @@ class InstanceAPEvaluator:
             if np.any(ious > thr):
                 continue
             ignored = void_inter[p] + inter[p, small].sum()
-            if ignored / pred_sizes[p] <= thr:
+            if ignored / pred_sizes[p] <= thr:  # not mostly ignored space: a false positive
                 y_true.append(0.0)
                 y_score.append(pred_scores[p])
         acc.y_true.append(np.asarray(y_true, dtype=np.float64))
         acc.y_score.append(np.asarray(y_score, dtype=np.float64))
 
     def compute(self) -> dict:
-        """Returns {"ap", "ap50", "ap25", "per_class": {name: {"ap", "ap50", "ap25"}}}; NaN where a
-        class has neither ground truth nor predictions."""
-        table = np.full((len(self.class_names), len(IOU_THRESHOLDS)), np.nan)
+        """Returns {"ap", "ap50", "ap25", "prec50", "rec50", "per_class": {name: {...}}}; NaN where
+        a class has no ground truth (compute_averages: nanmean over classes and thresholds)."""
+        shape = (len(self.class_names), len(self.overlaps))
+        table, prec, rec = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
         for (c, t), acc in self._acc.items():
-            j = IOU_THRESHOLDS.index(t)
+            j = self.overlaps.index(t)
             if acc.has_gt and acc.has_pred:
-                table[c, j] = _average_precision(
+                table[c, j], prec[c, j], rec[c, j] = _average_precision(
                     np.concatenate(acc.y_true), np.concatenate(acc.y_score), acc.hard_false_negatives
                 )
             elif acc.has_gt:
-                table[c, j] = 0.0
-        i50, i25 = IOU_THRESHOLDS.index(0.5), IOU_THRESHOLDS.index(0.25)
-        averaged = table[:, :i25]
-        counted = (~np.isnan(averaged)).sum(1)
-        per_class_ap = np.where(counted > 0, np.nansum(averaged, 1) / np.maximum(counted, 1), np.nan)
-        per_class = {
-            name: {"ap": float(per_class_ap[c]), "ap50": float(table[c, i50]), "ap25": float(table[c, i25])}
-            for c, name in enumerate(self.class_names)
-        }
+                table[c, j] = prec[c, j] = rec[c, j] = 0.0
+        thr = np.asarray(self.overlaps)
+        i50 = int(np.flatnonzero(np.isclose(thr, 0.5))[0])
+        i25 = int(np.flatnonzero(np.isclose(thr, 0.25))[0])
+        but25 = ~np.isclose(thr, 0.25)
+        # a class row is all-NaN or NaN-free (has_gt/has_pred do not depend on the threshold)
+        per_class_ap = table[:, but25].mean(1)
 
         def _mean(values: np.ndarray) -> float:
             values = values[~np.isnan(values)]
             return float(values.mean()) if len(values) else float("nan")
 
+        per_class = {
+            name: {"ap": float(per_class_ap[c]), "ap50": float(table[c, i50]), "ap25": float(table[c, i25]),
+                   "prec50": float(prec[c, i50]), "rec50": float(rec[c, i50])}
+            for c, name in enumerate(self.class_names)
+        }
         return {
-            "ap": _mean(per_class_ap),
+            "ap": _mean(table[:, but25].ravel()),
             "ap50": _mean(table[:, i50]),
             "ap25": _mean(table[:, i25]),
+            "prec50": _mean(prec[:, i50]),
+            "rec50": _mean(rec[:, i50]),
             "per_class": per_class,
         }
 

@@ -1,4 +1,10 @@
-"""Semantic segmentation: confusion matrix and mean IoU with an ignore label."""
+"""Semantic segmentation: confusion matrix and mean IoU with an ignore label.
+
+The rule is mmdet3d's ``evaluation/functional/seg_eval.py`` (UniSeg3D's mIoU): points whose
+ground truth is the ignore label are dropped with their predictions; IoU = TP / (TP + FP + FN)
+from the summed confusion matrix; a class absent from both ground truth and prediction is
+NaN (0/0) and left out of the mean, a class only predicted scores 0 and stays in.
+"""
 
 from __future__ import annotations
 

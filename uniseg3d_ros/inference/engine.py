@@ -28,7 +28,23 @@ from uniseg3d_ros.inference.results import (
     rank_by_overlap,
 )
 
-__all__ = ["EngineConfig", "InferenceEngine", "InstanceInfo", "QueryResult", "instance_stats", "load_engine"]
+__all__ = [
+    "STAGES",
+    "Cancelled",
+    "EngineConfig",
+    "InferenceEngine",
+    "InstanceInfo",
+    "QueryResult",
+    "instance_stats",
+    "load_engine",
+]
+
+#: the stages of a segment run, in order, reported to ``progress`` callbacks (``segment(progress=)``)
+STAGES = ("superpoints", "backbone", "decoder", "postprocess")
+
+
+class Cancelled(Exception):  # noqa: N818 - reads as what happened: the run was cancelled
+    """Raised by a ``progress`` callback to stop a run between stages (the engine stays consistent)."""
 
 
 @dataclass
@@ -77,6 +93,12 @@ class InferenceEngine:
         self.notes = list(notes or [])  # e.g. "random weights" warnings, for logs and docs
         self._prep: _Prepared | None = None
         self.encode_count = 0  # how many times the backbone ran (tests check caching)
+        self._progress: Any = None  # callable(stage: str, cached: bool) during segment(progress=...)
+
+    def _stage(self, name: str, cached: bool = False) -> None:
+        """Report the stage about to run; the callback may raise :class:`Cancelled`."""
+        if self._progress is not None:
+            self._progress(name, cached)
 
     # ----------------------------------------------------------------- caching
     def invalidate(self) -> None:
@@ -85,6 +107,8 @@ class InferenceEngine:
     def _prepare(self, snapshot: Any) -> tuple[_Prepared, bool]:
         version = int(snapshot.version)
         if self._prep is not None and self._prep.version == version:
+            self._stage("superpoints", True)
+            self._stage("backbone", True)
             return self._prep, True
         import torch
 
@@ -93,8 +117,10 @@ class InferenceEngine:
 
         points = np.array(snapshot.points, dtype=np.float32)  # writable copies (snapshots are read-only)
         colors = np.array(snapshot.colors, dtype=np.float32)
+        self._stage("superpoints")
         sp = np.asarray(segment_points(points, colors, **self.cfg.superpoint_kwargs), dtype=np.int64)
         scene = SceneSample(points=points, colors=colors, superpoints=sp, scene_id=f"map_v{version}")
+        self._stage("backbone")
         with torch.inference_mode():
             encodings = self.model.encode([scene])
         self.encode_count += 1
@@ -110,6 +136,7 @@ class InferenceEngine:
 
     def _base(self, prep: _Prepared) -> Any:
         """The prompt-free decoder output of this map version (cached) and its per-point semantic."""
+        self._stage("decoder", prep.base_out is not None)
         if prep.base_out is None:
             from uniseg3d_model import postprocess
 
@@ -156,8 +183,12 @@ class InferenceEngine:
         return result
 
     # ----------------------------------------------------------------- queries
-    def segment(self, snapshot: Any, score_threshold: float = 0.0) -> QueryResult:
-        """Panoptic run: instances (things, scored) + per-point semantic labels for the whole map."""
+    def segment(self, snapshot: Any, score_threshold: float = 0.0, progress: Any = None) -> QueryResult:
+        """Panoptic run: instances (things, scored) + per-point semantic labels for the whole map.
+
+        ``progress(stage, cached)`` is called before each of :data:`STAGES` (``cached``: the stage's
+        output comes from the cache of this map version); it may raise :class:`Cancelled`, which
+        propagates to the caller."""
         thr, err = self._threshold(score_threshold, self.cfg.score_threshold)
         if err:
             return QueryResult.failure(err, "segment")
@@ -166,6 +197,7 @@ class InferenceEngine:
             from uniseg3d_model import postprocess
 
             out, scene = self._base(prep), prep.scene
+            self._stage("postprocess")
             pan = postprocess.panoptic(out, scene, score_threshold=thr)
             pred, m = pan.instances, self.cfg.max_instances
             insts = instance_stats(
@@ -183,7 +215,11 @@ class InferenceEngine:
                 semantic=np.asarray(pan.semantic, dtype=np.int64),
             )
 
-        return self._run(snapshot, "segment", run)
+        self._progress = progress
+        try:
+            return self._run(snapshot, "segment", run)
+        finally:
+            self._progress = None
 
     def refer(self, snapshot: Any, text: str, top_k: int = 0) -> QueryResult:
         """Referring: the text's mask first, then up to ``top_k - 1`` instances ranked by overlap with it."""
@@ -346,13 +382,14 @@ def default_checkpoint() -> Path:
 def load_engine(
     checkpoint: str = "",
     device: str = "cpu",
-    text_encoder: str = "minilm",
+    text_encoder: str = "",
     cfg: EngineConfig | None = None,
     text_encoder_weights: str = "",
 ) -> InferenceEngine:
     """Build the engine: ``checkpoint`` ('' = :func:`default_checkpoint` when present, else a
     randomly initialised ``ModelConfig.small()`` model, reported in ``engine.notes``; 'random'
-    asks for that random model explicitly, e.g. for tests).
+    asks for that random model explicitly, e.g. for tests). ``text_encoder`` '' = the checkpoint's
+    own encoder ('minilm' for the untrained model); another name replaces it.
     Raises ``FileNotFoundError`` for a named checkpoint that does not exist."""
     import torch
 
@@ -379,7 +416,8 @@ def load_engine(
         from uniseg3d_model.model import ModelConfig, UniSeg3D
         from uniseg3d_model.text_encoders import build_text_encoder
 
-        encoder = build_text_encoder(text_encoder, **_encoder_kw(text_encoder, text_encoder_weights))
+        name = text_encoder or "minilm"
+        encoder = build_text_encoder(name, **_encoder_kw(name, text_encoder_weights))
         torch.manual_seed(0)  # the same random model in every process (tests compare node and engine)
         model = UniSeg3D(ModelConfig.small(), encoder).to(device)
         why = "checkpoint 'random' requested" if path is None else f"{path} is missing"

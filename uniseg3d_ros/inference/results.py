@@ -18,7 +18,8 @@ __all__ = ["InstanceInfo", "QueryResult", "instance_stats", "majority_class", "r
 @dataclass
 class InstanceInfo:
     """One segmented object. ``point_indices`` (K,) int64 rows of the snapshot, ascending;
-    ``centroid``, ``bbox_min``, ``bbox_max`` (3,) float64 [m] in the fixed frame."""
+    ``centroid``, ``bbox_min``, ``bbox_max`` (3,) float64 [m] in the fixed frame; ``object_id``
+    filled by the node from its persistent object map."""
 
     id: int
     class_id: int
@@ -28,6 +29,7 @@ class InstanceInfo:
     bbox_min: np.ndarray
     bbox_max: np.ndarray
     point_indices: np.ndarray
+    object_id: int = -1  # the persistent object it hits (uniseg3d_ros.inference.objects), -1 none
 
     @property
     def point_count(self) -> int:

@@ -6,7 +6,8 @@ Quaternions are ``(x, y, z, w)`` as in geometry_msgs.
 
 Sources, chosen by :class:`PoseResolver`:
 - ``tf``: tf2_ros ``Buffer.lookup_transform(fixed, sensor, stamp)`` when tf2_ros imports
-  (:func:`make_tf_lookup`; a real ROS install has it, this machine does not);
+  (:func:`make_tf_lookup`; a real ROS install has it), else the node's own /tf + /tf_static
+  buffer (``tf_buffer.TransformBuffer``, fed from tf2_msgs/TFMessage by ``node/tf_listener.py``);
 - ``topic``: geometry_msgs/PoseStamped or nav_msgs/Odometry messages giving the sensor
   pose in the fixed frame, looked up nearest by stamp in a bounded :class:`PoseBuffer`;
 - ``identity``: the data is already in the fixed frame.
@@ -22,8 +23,26 @@ from typing import Any
 
 import numpy as np
 
-# frame_id, stamp [s] -> T_fixed_sensor or None (raises LookupError with a reason when unknown)
+# frame_id, stamp [s] -> T_fixed_sensor (raises LookupError with a reason when unknown; the
+# subclasses below say why, so the resolver can wait for a pose still to come or fall back)
 TransformLookup = Callable[[str, float], np.ndarray]
+
+
+class FrameNotFoundError(LookupError):
+    """A frame no transform names."""
+
+
+class ConnectivityError(LookupError):
+    """Both frames are known but in different trees."""
+
+
+class ExtrapolationError(LookupError):
+    """The stamp lies outside the transforms' history. ``future`` is True when it is newer than the
+    newest one (the transform may still arrive), False when it is older than the oldest kept one."""
+
+    def __init__(self, message: str, future: bool) -> None:
+        super().__init__(message)
+        self.future = future
 
 
 def quaternion_to_matrix(q: Any) -> np.ndarray:
@@ -170,19 +189,22 @@ class PoseBuffer:
 
 @dataclass
 class PoseResult:
-    """``pose`` (4, 4) T_fixed_sensor, or None with ``cause`` ('unknown_frame' | 'no_pose' | 'tf_error')
-    and a human-readable ``reason``."""
+    """``pose`` (4, 4) T_fixed_sensor, or None with ``cause`` ('unknown_frame' | 'no_pose') and a
+    human-readable ``reason``; ``pending`` when the pose may still arrive (the data may wait)."""
 
     pose: np.ndarray | None
     cause: str = ""
     reason: str = ""
+    pending: bool = False
 
 
 class PoseResolver:
     """Decides the pose of a message stamped ``stamp`` in ``frame_id``.
 
-    ``source``: 'auto' | 'tf' | 'topic' | 'identity'. 'auto' uses ``tf_lookup`` when given
-    (tf2_ros importable), else the pose buffer (fed by pose/odom topics).
+    ``source``: 'auto' | 'tf' | 'topic' | 'identity'. 'auto' uses ``tf_lookup`` when given (tf2_ros,
+    or the node's own /tf buffer) and the pose buffer (fed by pose/odom topics) for frames TF does
+    not know ('tf+topic'); without ``tf_lookup`` only the pose buffer. A TF stamp newer than the
+    newest transform is ``pending`` (the data may wait for it); one older than the history is not.
     Messages already in ``fixed_frame`` always get the identity. With topic poses,
     ``sensor_frame`` (if not empty) is the only other frame accepted.
     """
@@ -206,7 +228,7 @@ class PoseResolver:
     def active_source(self) -> str:
         if self.source != "auto":
             return self.source
-        return "tf" if self.tf_lookup is not None else "topic"
+        return "tf+topic" if self.tf_lookup is not None else "topic"
 
     def resolve(self, frame_id: str, stamp: float) -> PoseResult:
         frame = frame_id.lstrip("/")
@@ -220,10 +242,17 @@ class PoseResolver:
                 f"frame {frame_id!r} is not the fixed frame {self.fixed_frame!r} "
                 "and no pose source (tf or pose/odom topic) is available",
             )
-        if source == "tf":
+        if source in ("tf", "tf+topic"):
             assert self.tf_lookup is not None
             try:
                 return PoseResult(np.asarray(self.tf_lookup(frame, stamp), dtype=np.float64))
+            except ExtrapolationError as exc:
+                reason = f"no transform {self.fixed_frame} <- {frame} at {stamp:.3f}: {exc}"
+                return PoseResult(None, "no_pose", reason, pending=exc.future)
+            except FrameNotFoundError as exc:
+                if source == "tf":
+                    reason = f"no transform {self.fixed_frame} <- {frame}: {exc}"
+                    return PoseResult(None, "unknown_frame", reason)
             except LookupError as exc:
                 return PoseResult(None, "unknown_frame", f"no transform {self.fixed_frame} <- {frame}: {exc}")
         if self.sensor_frame and frame != self.sensor_frame.lstrip("/"):
@@ -234,9 +263,8 @@ class PoseResolver:
             )
         pose = self.buffer.lookup(stamp)
         if pose is None:
-            return PoseResult(
-                None, "no_pose", f"no pose within {self.buffer.tolerance} s of stamp {stamp:.3f}"
-            )
+            reason = f"no pose within {self.buffer.tolerance} s of stamp {stamp:.3f}"
+            return PoseResult(None, "no_pose", reason, pending=True)
         return PoseResult(pose)
 
 
@@ -266,12 +294,12 @@ def make_tf_lookup(node: Any, fixed_frame: str, timeout: float = 0.05) -> Transf
         when = Time(nanoseconds=int(round(stamp * 1e9)))
         try:
             msg = tf_buffer.lookup_transform(fixed_frame, frame, when, timeout=Duration(seconds=timeout))
-        except (
-            tf2_ros.LookupException,
-            tf2_ros.ConnectivityException,
-            tf2_ros.ExtrapolationException,
-        ) as exc:
-            raise LookupError(str(exc)) from exc
+        except tf2_ros.LookupException as exc:
+            raise FrameNotFoundError(str(exc)) from exc
+        except tf2_ros.ExtrapolationException as exc:
+            raise ExtrapolationError(str(exc), future="future" in str(exc)) from exc
+        except tf2_ros.ConnectivityException as exc:
+            raise ConnectivityError(str(exc)) from exc
         return msg_transform_to_matrix(msg.transform)
 
     return lookup

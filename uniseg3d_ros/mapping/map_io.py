@@ -7,14 +7,16 @@ Formats:
   uchar red/green/blue, int ``count``, double ``last_seen``. Loading a PLY re-voxelizes the points at
   the requested ``voxel_size`` (colors are quantized to 8 bits); it is not an exact round trip.
 
-Writes go to a temporary file in the destination directory, are flushed and fsync'ed, then moved into
-place with ``os.replace``; a crash leaves either the old file or the new one, never a partial file.
+Writes go to a temporary file in the destination directory (created with mode 0666 & ~umask), are
+flushed and fsync'ed, then moved into place with ``os.replace`` (or ``os.link`` when overwriting is not
+allowed); a crash leaves either the old file or the new one, never a partial file, and at worst a
+temporary file that :func:`remove_stale_temp_files` recognises and deletes.
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ import numpy as np
 from uniseg3d_ros.mapping.scene_map import SceneMap
 from uniseg3d_ros.mapping.voxel_hash import COORD_MAX, COORD_MIN, pack_keys, unpack_keys
 
-__all__ = ["load_map", "save_map"]
+__all__ = ["load_map", "remove_stale_temp_files", "save_map"]
 
 FORMAT_NAME = "uniseg3d_scene_map"
 _EMPTY_PLY = "\n".join([
@@ -35,21 +37,43 @@ _EMPTY_PLY = "\n".join([
 FORMAT_VERSION = 1
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temp file next to ``path``, fsync it, then ``os.replace``."""
+TEMP_MARK = ".uniseg3d-tmp"  # in every temporary file name: ``.<stem>.<token>.uniseg3d-tmp<suffix>``
+
+
+def _create_temp(directory: Path, path: Path) -> Path:
+    """Create an empty temp file next to ``path`` with mode 0666 & ~umask (never through a symlink)."""
+    for _ in range(100):
+        tmp = directory / f".{path.stem}.{secrets.token_hex(4)}{TEMP_MARK}{path.suffix}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise OSError(f"cannot create a temporary file in {directory}")
+
+
+def _atomic_write(path: Path, write, overwrite: bool = True) -> None:
+    """Call ``write(tmp_path)`` on a temp file next to ``path``, fsync it, then move it into place:
+    ``os.replace`` when ``overwrite``, else ``os.link`` (FileExistsError if ``path`` exists; the
+    check and the move are one atomic step). Renaming replaces a symlink at ``path``, never writes
+    through it. The file gets the process umask's mode (0644 with the usual umask 022)."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise ValueError(f"directory of map path does not exist: {directory}")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.stem}.", suffix=".tmp" + path.suffix)
-    os.close(fd)
+    tmp = _create_temp(directory, path)
     try:
-        write(tmp)
+        write(str(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path, follow_symlinks=False)
+            os.unlink(tmp)
     except BaseException:
-        if os.path.exists(tmp):
+        if os.path.lexists(tmp):
             os.unlink(tmp)
         raise
     try:  # make the rename durable (best effort; not supported everywhere)
@@ -62,8 +86,22 @@ def _atomic_write(path: Path, write) -> None:
         pass
 
 
-def save_map(scene_map: SceneMap, path: str | Path) -> None:
-    """Write ``scene_map`` to ``path`` (``.npz`` exact state or ``.ply`` for viewers), atomically."""
+def remove_stale_temp_files(directory: str | Path) -> list[Path]:
+    """Delete the temporary files a killed writer left under ``directory`` (recursively, without
+    following symlinks); returns what was removed. Only names :func:`save_map` makes are touched."""
+    removed = []
+    for root, _dirs, files in os.walk(directory, followlinks=False):
+        for name in files:
+            if name.startswith(".") and TEMP_MARK in name:
+                target = Path(root) / name
+                target.unlink(missing_ok=True)
+                removed.append(target)
+    return removed
+
+
+def save_map(scene_map: SceneMap, path: str | Path, overwrite: bool = True) -> None:
+    """Write ``scene_map`` to ``path`` (``.npz`` exact state or ``.ply`` for viewers), atomically.
+    With ``overwrite=False`` an existing ``path`` raises FileExistsError and is left untouched."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".npz", ".ply"):
@@ -87,7 +125,7 @@ def save_map(scene_map: SceneMap, path: str | Path) -> None:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
 
-        _atomic_write(path, write)
+        _atomic_write(path, write, overwrite)
         return
 
     if len(snap) == 0:  # Open3D refuses to write an empty cloud; a header-only PLY is valid
@@ -95,7 +133,7 @@ def save_map(scene_map: SceneMap, path: str | Path) -> None:
             with open(tmp, "wb") as f:
                 f.write(_EMPTY_PLY)
 
-        _atomic_write(path, write_empty)
+        _atomic_write(path, write_empty, overwrite)
         return
 
     import open3d as o3d
@@ -109,7 +147,7 @@ def save_map(scene_map: SceneMap, path: str | Path) -> None:
         if not o3d.t.io.write_point_cloud(tmp, pc):
             raise OSError(f"open3d failed to write {tmp}")
 
-    _atomic_write(path, write_ply)
+    _atomic_write(path, write_ply, overwrite)
 
 
 def _field(data: Any, name: str, shape_tail: tuple, kinds: str) -> np.ndarray:

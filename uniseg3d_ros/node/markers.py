@@ -96,6 +96,13 @@ def subsample_indices(indices: np.ndarray, stride: int) -> np.ndarray:
     return np.asarray(indices)[:: max(1, int(stride))]
 
 
+def _label_text(inst: Any) -> str:
+    """"<label> <score>", plus " #<id>" when the instance names a persistent object."""
+    text = f"{inst.label} {float(inst.score):.2f}"
+    object_id = int(getattr(inst, "object_id", -1))
+    return text + (f" #{object_id}" if object_id >= 0 else "")
+
+
 def build_markers(
     instances: Sequence[Any],
     points: np.ndarray,
@@ -111,7 +118,8 @@ def build_markers(
 
     Each instance needs ``id``, ``class_id``, ``label``, ``score``, ``point_indices`` (K,) into
     ``points``, ``bbox_min`` and ``bbox_max`` (3,). ``style`` 'points' or 'cube_list' selects the
-    per-point marker type. At most ``max_points`` instance points are drawn in total (every
+    per-point marker type. The label text names the persistent object (" #7") when the instance
+carries an ``object_id`` >= 0. At most ``max_points`` instance points are drawn in total (every
     n-th point of each instance above that). Marker ids are the instance ids; namespaces are
     '<prefix>points', '<prefix>boxes', '<prefix>labels'. The first spec is always DELETEALL.
     """
@@ -159,7 +167,7 @@ def build_markers(
                 color=np.array([1.0, 1.0, 1.0, 1.0], dtype=np.float32),
                 scale=(0.0, 0.0, text_height),
                 position=top,
-                text=f"{inst.label} {float(inst.score):.2f}",
+                text=_label_text(inst),
             )
         )
     return specs

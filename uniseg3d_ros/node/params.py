@@ -49,6 +49,11 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         low=0.0,
         high=1000.0,
     ),
+    ParameterSpec(
+        "map_directory",
+        "~/.ros/uniseg3d_maps",
+        "~/save_map writes only here, by relative name (created by the first save; '~' expanded).",
+    ),
     # inputs
     ParameterSpec(
         "input_mode",
@@ -78,7 +83,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "pose_source",
         "auto",
-        "auto: tf2 when installed, else pose/odom topics; or force tf, topic or identity.",
+        "auto: TF (tf2_ros or the built-in /tf listener), pose/odom topics for frames TF lacks; "
+        "or force tf, topic or identity.",
         choices=POSE_SOURCES,
     ),
     ParameterSpec("sensor_frame", "", "With topic poses: the only sensor frame accepted ('' = any)."),
@@ -89,7 +95,7 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec(
         "pose_wait_buffer",
         5,
-        "Frames kept while their pose has not arrived yet (topic poses).",
+        "Frames kept while their pose (topic or TF) has not arrived yet.",
         low=0,
         high=100,
     ),
@@ -103,8 +109,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("device", "cpu", "torch device for inference ('cpu', 'cuda', 'cuda:1')."),
     ParameterSpec(
         "text_encoder",
-        "minilm",
-        "Text encoder: 'minilm' (offline), 'openclip:<model>' (+ weights) or 'hash' (tests).",
+        "",
+        "Text encoder: '' = the checkpoint's own (minilm for the untrained model), 'minilm' (offline), "
+        "'openclip:<model>' (+ weights) or 'hash' (tests).",
     ),
     ParameterSpec("text_encoder_weights", "", "Local weights file for an 'openclip:<model>' text encoder."),
     ParameterSpec("score_threshold", 0.3, "Default minimum instance score.", low=0.0, high=1.0),
@@ -141,11 +148,41 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         "stats_period", 1.0, "~/stats (JSON counters) publish period [s]; 0 = off.", low=0.0, high=3600.0
     ),
     ParameterSpec(
+        "name_check_time",
+        2.0,
+        "At start-up, watch the graph this long [s] for a node of the same name (then exit 1); 0 = off.",
+        low=0.0,
+        high=60.0,
+    ),
+    ParameterSpec(
         "max_marker_points",
         50000,
         "Instance points drawn in ~/markers (subsampled above).",
         low=1,
         high=10_000_000,
+    ),
+    ParameterSpec(
+        "diagnostics_period", 1.0, "/diagnostics publish period [s]; 0 = off.", low=0.0, high=3600.0
+    ),
+    ParameterSpec(
+        "clicked_point_topic",
+        "clicked_point",
+        "geometry_msgs/PointStamped clicks (RViz Publish Point) answered with an interactive segmentation.",
+    ),
+    # persistent objects
+    ParameterSpec(
+        "objects_min_overlap",
+        0.5,
+        "Voxel overlap |a & b| / min(|a|, |b|) that links a new instance to a known object.",
+        low=0.01,
+        high=1.0,
+    ),
+    ParameterSpec(
+        "objects_retire_after",
+        3,
+        "Consecutive segmentations missing an object before it is retired.",
+        low=1,
+        high=1000,
     ),
 )
 
@@ -160,6 +197,7 @@ class NodeParams:
     voxel_size: float = 0.02
     max_voxels: int = 400000
     max_range: float = 0.0
+    map_directory: str = "~/.ros/uniseg3d_maps"
     input_mode: str = "both"
     cloud_topic: str = "~/cloud"
     depth_topic: str = "~/depth"
@@ -181,7 +219,7 @@ class NodeParams:
     tf_timeout: float = 0.05
     checkpoint: str = ""
     device: str = "cpu"
-    text_encoder: str = "minilm"
+    text_encoder: str = ""
     text_encoder_weights: str = ""
     score_threshold: float = 0.3
     top_k: int = 1
@@ -191,7 +229,12 @@ class NodeParams:
     auto_segment_period: float = 0.0
     map_publish_rate: float = 1.0
     stats_period: float = 1.0
+    name_check_time: float = 2.0
     max_marker_points: int = 50000
+    diagnostics_period: float = 1.0
+    clicked_point_topic: str = "clicked_point"
+    objects_min_overlap: float = 0.5
+    objects_retire_after: int = 3
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> NodeParams:

@@ -3,13 +3,12 @@
 Each handler validates through the engine (bad requests answer ``success=false`` with the
 reason), never raises (``_guard``), and never changes the map except ``~/clear_map``.
 The node class (``uniseg3d_ros.node.node.UniSeg3DNode``) provides ``engine``, ``map``,
-``map_lock``, ``p`` (parameters), the publishers and the bookkeeping used here.
+``map_lock``, ``map_directory``, ``p`` (parameters), the publishers and the bookkeeping used here.
 """
 
 from __future__ import annotations
 
 import array
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,6 +19,7 @@ from uniseg3d_msgs.srv import Interactive, OpenVocab, Refer, SaveMap, Segment
 
 from uniseg3d_ros.inference.results import QueryResult
 from uniseg3d_ros.mapping.map_io import save_map
+from uniseg3d_ros.node.map_files import MapPathError, ensure_map_directory, resolve_map_path
 from uniseg3d_ros.node.markers import build_markers, to_marker_array
 
 
@@ -32,6 +32,7 @@ def instance_msgs(result: QueryResult) -> list[InstanceResult]:
             label=inst.label,
             score=float(inst.score),
             point_count=int(inst.point_count),
+            object_id=int(getattr(inst, "object_id", -1)),
         )
         m.centroid = Point(**dict(zip("xyz", map(float, inst.centroid))))
         m.bbox_min = Point(**dict(zip("xyz", map(float, inst.bbox_min))))
@@ -50,6 +51,10 @@ class ServiceHandlers:
 
         def call(request: Any, response: Any) -> Any:
             self.count(f"srv_{name}")
+            if not self.active:
+                response.success, response.message = False, "node is inactive (lifecycle): activate it first"
+                self.count(f"srv_{name}_failed")
+                return response
             try:
                 response = handler(request, response)
             except Exception as exc:  # noqa: BLE001 - a service must answer, whatever happened
@@ -70,7 +75,12 @@ class ServiceHandlers:
         if self.engine is None:
             response.success, response.message = False, self.engine_error or "model not loaded"
             return None
-        result: QueryResult = run(self.engine, self._snapshot())
+        with self.inference_lock:
+            snapshot = self._snapshot()
+            result: QueryResult = run(self.engine, snapshot)
+            if result.success:
+                result = self.track_objects(result, snapshot) if result.query == "segment" else result
+                self.name_objects(result, snapshot)
         response.success, response.message = result.success, result.message
         response.header = self._header()
         response.latency_ms = float(result.latency_ms)
@@ -78,8 +88,11 @@ class ServiceHandlers:
             response.instances = instance_msgs(result)
         return result
 
-    def _srv_segment(self, req: Segment.Request, resp: Segment.Response) -> Segment.Response:
-        result = self._query(resp, lambda e, s: e.segment(s, float(req.score_threshold)))
+    def _srv_segment(self, req: Segment.Request, resp: Segment.Response, progress: Any = None) -> Any:
+        """Also the action's body (``resp`` a Segment action Result, ``progress`` its feedback)."""
+        result = self._query(resp, lambda e, s: e.segment(s, float(req.score_threshold), progress=progress))
+        if result is not None:
+            self.last_segment_ms = float(result.latency_ms)
         if result is not None and result.success:
             resp.class_names = list(result.class_names)
             resp.num_points = len(result.points)
@@ -111,12 +124,12 @@ class ServiceHandlers:
         return resp
 
     def _srv_save_map(self, req: SaveMap.Request, resp: SaveMap.Response) -> SaveMap.Response:
-        if not req.path.strip():
-            resp.success, resp.message = False, "path is empty: give a .ply or .npz file name"
-            return resp
-        path = Path(req.path).expanduser().resolve()
-        if path.suffix.lower() not in (".ply", ".npz"):
-            resp.success, resp.message = False, f"path must end in .ply or .npz, got {req.path!r}"
+        """Write the map under ``map_directory`` only (rules: node/map_files.py)."""
+        try:
+            path = resolve_map_path(self.map_directory, req.path, bool(req.overwrite))
+            ensure_map_directory(self.map_directory)
+        except MapPathError as exc:
+            resp.success, resp.message = False, str(exc)
             return resp
         with self.map_lock:
             n = len(self.map)
@@ -124,9 +137,12 @@ class ServiceHandlers:
                 resp.success, resp.message = False, "map is empty: nothing to save"
                 return resp
             try:
-                save_map(self.map, str(path))
+                save_map(self.map, path, overwrite=bool(req.overwrite))
+            except FileExistsError:  # created between the check and the write
+                resp.success, resp.message = False, f"{req.path!r} exists; set overwrite=true to replace it"
+                return resp
             except OSError as exc:
-                resp.success, resp.message = False, f"cannot write {path}: {exc}"
+                resp.success, resp.message = False, f"cannot write {req.path!r}: {exc.strerror or exc}"
                 return resp
         resp.success, resp.message, resp.path, resp.num_voxels = True, f"saved {n} voxels", str(path), n
         return resp
@@ -139,18 +155,24 @@ class ServiceHandlers:
             self.sync.clear()
             self.waiting.clear()
         if self.engine is not None:
-            self.engine.invalidate()
+            with self.inference_lock:
+                self.engine.invalidate()
+        self.clear_objects()
         self.pub_markers.publish(to_marker_array(build_markers([], np.zeros((0, 3))), self.p.fixed_frame))
         resp.success, resp.message = True, f"cleared {n} voxels"
         return resp
 
     def _auto_segment(self) -> None:
-        if self.engine is None:
+        if self.engine is None or not self.active:
             return
-        snap = self._snapshot()
-        if len(snap.points) == 0:
-            return
-        result = self.engine.segment(snap)
+        with self.inference_lock:
+            snap = self._snapshot()
+            if len(snap.points) == 0:
+                return
+            result = self.engine.segment(snap)
+            if result.success:
+                result = self.track_objects(result, snap)
+        self.last_segment_ms = float(result.latency_ms)
         if result.success:
             self.publish_result(result)
         else:

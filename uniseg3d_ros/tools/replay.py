@@ -38,6 +38,7 @@ from uniseg3d_ros.mapping.frames import (
     transform_points,
 )
 from uniseg3d_ros.mapping.rgbd_sync import RGBDSynchronizer, image_to_array
+from uniseg3d_ros.mapping.tf_buffer import TransformBuffer
 
 KINDS = ("depth", "color", "info", "pose", "cloud")
 
@@ -110,31 +111,6 @@ def _classify_image(msg: Any) -> str:
     return "depth" if str(msg.encoding) in ("16UC1", "mono16", "32FC1") else "color"
 
 
-class TfTree:
-    """Latest transform per (parent -> child) edge, as in a /tf + /tf_static stream; looks up the
-    transform between any two connected frames (no time interpolation)."""
-
-    def __init__(self) -> None:
-        self._parent: dict[str, tuple[str, np.ndarray]] = {}  # child -> (parent, T_parent_child)
-
-    def set(self, parent: str, child: str, transform: np.ndarray) -> None:
-        self._parent[child.lstrip("/")] = (parent.lstrip("/"), np.asarray(transform, dtype=np.float64))
-
-    def _to_root(self, frame: str) -> tuple[str, np.ndarray]:
-        T, seen = np.eye(4), set()
-        while frame in self._parent and frame not in seen:
-            seen.add(frame)
-            parent, T_pc = self._parent[frame]
-            T, frame = T_pc @ T, parent
-        return frame, T
-
-    def lookup(self, target: str, source: str) -> np.ndarray | None:
-        """T_target_source (4, 4), or None when the frames are not connected."""
-        root_s, T_rs = self._to_root(source.lstrip("/"))
-        root_t, T_rt = self._to_root(target.lstrip("/"))
-        return np.linalg.inv(T_rt) @ T_rs if root_s == root_t else None
-
-
 def bag_events(
     path: str | Path,
     topics: Iterable[str] = (),
@@ -144,13 +120,15 @@ def bag_events(
 ) -> Iterator[Event]:
     """Events from a ROS 2 bag (mcap or sqlite3) in recorded order. ``topics`` limits the topics
     read (all supported ones by default). Stamps are the messages' header stamps. With
-    ``tf_frame``, /tf and /tf_static are read too and every /tf message that connects
-    ``fixed_frame`` to ``tf_frame`` yields a pose event of ``tf_frame`` in ``fixed_frame``."""
+    ``tf_frame``, /tf and /tf_static are read into a :class:`TransformBuffer` and each /tf message
+    that advances the latest common time of the chain ``fixed_frame`` <- ``tf_frame`` yields a pose
+    event of ``tf_frame`` in ``fixed_frame`` at that time (interpolated like tf2)."""
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
     supported = set(_BAG_KINDS) | ({_TF_TYPE} if tf_frame else set())
-    tree = TfTree()
+    tree = TransformBuffer(cache_time=3600.0)
+    last_tf_pose = float("-inf")
     p = Path(path)
     with AnyReader([p], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
         wanted = set(topics)
@@ -164,11 +142,22 @@ def bag_events(
         for conn, _t, raw in reader.messages(connections=conns):
             msg = reader.deserialize(raw, conn.msgtype)
             if conn.msgtype == _TF_TYPE:
+                static = conn.topic == "/tf_static"
                 for tf in msg.transforms:
-                    tree.set(tf.header.frame_id, tf.child_frame_id, msg_transform_to_matrix(tf.transform))
-                pose = tree.lookup(fixed_frame, tf_frame)
-                if pose is not None and conn.topic != "/tf_static" and msg.transforms:
-                    stamp = max(stamp_to_sec(tf.header.stamp) for tf in msg.transforms)
+                    tree.set_transform(
+                        tf.header.frame_id,
+                        tf.child_frame_id,
+                        msg_transform_to_matrix(tf.transform),
+                        stamp_to_sec(tf.header.stamp),
+                        static=static,
+                    )
+                try:  # a pose each time the chain's latest common time advances
+                    stamp = tree.latest_common_time(fixed_frame, tf_frame)
+                    pose = tree.lookup(fixed_frame, tf_frame, stamp)
+                except LookupError:
+                    continue
+                if not static and stamp > last_tf_pose:
+                    last_tf_pose = stamp
                     yield Event(stamp, "pose", pose, fixed_frame)
                 continue
             stamp, frame = stamp_to_sec(msg.header.stamp), msg.header.frame_id

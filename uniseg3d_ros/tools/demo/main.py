@@ -150,7 +150,18 @@ class Demo:
 
     def wait_for_node(self, planner: Planner, node: Child) -> None:
         t = time.perf_counter()
-        planner.spin_until(lambda: planner.stats_count > 0, self.args.timeout, "the node to start (~/stats)")
+        try:
+            planner.spin_until(
+                lambda: planner.stats_count > 0, self.args.timeout, "the node to start (~/stats)"
+            )
+        except DemoError:
+            if node.returncode() != 2:
+                raise
+            # exit code 2: a parameter was rejected or the model cannot load; the node said why in one line
+            fatal = [ln.split("]: ", 1)[-1] for ln in node.output().splitlines() if "[FATAL]" in ln]
+            reason = fatal[-1] if fatal else node.output(5)
+            what = "rejected a parameter" if " must be " in reason else "could not load the model"
+            raise DemoError(f"the node {what}: {reason} (log: {node.log_path})") from None
         log = node.output()
         untrained = "NO CHECKPOINT" in log or _default_text_encoder(self.args.checkpoint) == "minilm"
         loaded = [
