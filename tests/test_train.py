@@ -58,9 +58,17 @@ def test_shipped_configs_load_with_the_paper_schedule() -> None:
     paper = load_config(REPO / "training/configs/unified_scannet.yaml")
     assert (paper.optim.lr, paper.optim.weight_decay, paper.optim.grad_clip, paper.optim.poly_power) == (
         1e-4, 0.05, 10.0, 0.9)
-    assert (paper.train.epochs, paper.train.batch_size, paper.data.num_texts) == (512, 4, 3)
-    assert paper.data.augment_cfg.elastic == ((6.0, 40.0), (20.0, 160.0))
-    assert paper.model_config().d_model == 256 and paper.loss_config().class_weight == 0.5
+    assert (paper.train.epochs, paper.train.batch_size, paper.optim.schedule_by, paper.train.amp) == (
+        512, 4, "epoch", "none")  # fp32, PolyLR stepped per epoch
+    assert paper.data.num_clicks is None and paper.data.num_texts is None  # every object (num_ins unread)
+    assert (paper.data.click_mode, paper.data.text_mode) == ("official", "per_object")
+    aug = paper.data.augment_cfg
+    assert aug.elastic == ((6.0, 40.0), (20.0, 160.0)) and aug.elastic_target == "voxels"
+    assert aug.flip_x_p == aug.flip_y_p == 0.0 and aug.scale == (0.8, 1.2) and aug.translate_std == 0.1
+    loss = paper.loss_config()
+    assert (loss.recipe, loss.mask_rule, loss.class_weight, loss.semantic_weight, loss.prompt_weight) == (
+        "official", "half", 0.5, 0.2, 0.1)
+    assert paper.model_config().d_model == 256
     small = load_config(REPO / "training/configs/small_cpu.yaml")
     assert small.model_config().d_model < 256 and small.text_encoder["name"] == "minilm"
 
@@ -118,9 +126,40 @@ def test_resume_without_checkpoint_warns_and_starts_fresh(data: Path, tmp_path: 
     assert _losses(tmp_path / "run")[0][0] == 1
 
 
-def test_missing_data_root_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        _train(_config(tmp_path), tmp_path / "nowhere", tmp_path / "run", "--max-steps", "1")
+def _user_error(capsys: pytest.CaptureFixture, *args: str) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("train: error: ") and "Traceback" not in err
+    return err
+
+
+def test_missing_data_root_is_one_line_naming_the_prepare_command(tmp_path: Path, capsys) -> None:
+    err = _user_error(capsys, "--config", str(_config(tmp_path)), "--data", str(tmp_path / "nowhere"),
+                      "--out", str(tmp_path / "run"))
+    assert str(tmp_path / "nowhere" / "train") in err and "python -m training.prepare_scannet" in err
+    official = _config(tmp_path, data={"format": "official"})
+    err = _user_error(capsys, "--config", str(official), "--data", str(tmp_path), "--out",
+                      str(tmp_path / "r"))
+    assert "uniseg3d_infos_train.pkl" in err and "--layout official" in err
+
+
+def test_bad_config_key_is_one_line(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "optim": {"lrr": 1.0}}))
+    err = _user_error(capsys, "--config", str(path), "--data", str(tmp_path), "--out", str(tmp_path / "run"))
+    assert "lrr" in err
+
+
+def test_existing_run_folder_without_resume_is_refused(data: Path, tmp_path: Path, capsys) -> None:
+    cfg = _config(tmp_path)
+    _train(cfg, data, tmp_path / "run", "--max-steps", "1")
+    before = (tmp_path / "run/metrics.csv").read_text()
+    err = _user_error(capsys, "--config", str(cfg), "--data", str(data), "--out", str(tmp_path / "run"),
+                      "--max-steps", "2", "--device", "cpu")
+    assert str(tmp_path / "run") in err and "--resume" in err and "new --out" in err
+    assert (tmp_path / "run/metrics.csv").read_text() == before  # the run is untouched
 
 
 def _free_port() -> int:

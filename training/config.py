@@ -4,7 +4,7 @@ A config file has the sections below; every key is optional (defaults are the pa
 ScanNet setting where one exists) and an unknown key is an error naming it::
 
     seed: 1
-    model: {preset: paper, ...ModelConfig overrides, backbone: {...}}
+    model: {preset: official|paper|small, ...ModelConfig overrides, backbone: {...}}
     text_encoder: {name: minilm}
     loss: {...LossConfig fields}
     data: {...DataConfig fields, augment_cfg: {...AugmentConfig fields}}
@@ -25,16 +25,27 @@ import yaml
 
 from uniseg3d_model.data.augment import AugmentConfig
 
+DATA_FORMATS = ("processed", "official")
+
 
 @dataclass
 class DataConfig:
-    root: str | None = None  # processed data root (CLI --data overrides)
+    root: str | None = None  # data root (CLI --data overrides)
+    # "processed": our <root>/<split>/*.npz (training.prepare_scannet); "official": the official
+    # prepared layout (<root>/uniseg3d_infos_<split>.pkl + points/ instance_mask/ ... .bin)
+    format: str = "processed"
     train_split: str = "train"
     val_split: str = "val"
     label_set: str = "scannet20"
     augment: bool = True
-    num_clicks: int = 8  # interactive prompts per scene (one click per sampled instance)
-    num_texts: int = 3  # ScanRefer sentences per scene (the paper's num_ins=3)
+    num_clicks: int | None = None  # clicks per scene, one per instance; null = every instance (official)
+    num_texts: int | None = None  # sentences per scene; null = one per described object (official)
+    click_mode: str = "official"  # "official" | "near_centre" (ours), see uniseg3d_model/data/prompts.py
+    text_mode: str = "per_object"  # "per_object" (official) | "sentences" (ours)
+    use_pseudo_masks: bool = True  # SAM3D (official data) / stand-in (ours) pseudo masks when present
+    # official heads' class prototypes (K, P, D); null: <root>/scannet_cls_embedding.pth when it
+    # exists, else the text encoder's class-name embeddings (training/init_weights.py)
+    class_embedding: str | None = None
     num_workers: int = 0
     augment_cfg: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -64,6 +75,9 @@ class RunConfig:
     log_every: int = 1  # steps per CSV row
     find_unused_parameters: bool = True
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
+    # backbone initialisation, the official ``load_from``: SSTNet's ScanNet weights
+    # (work_dirs/pretrained/sstnet_scannet.pth); null = random initialisation
+    init_backbone: str | None = None
     dist_timeout_min: float = 120.0  # process-group timeout; covers rank 0's validation
 
 
@@ -78,14 +92,16 @@ class TrainConfig:
     train: RunConfig = field(default_factory=RunConfig)
 
     def model_config(self) -> Any:
-        """The :class:`ModelConfig`: the preset (``paper``/``small``) updated with the other keys."""
+        """The :class:`ModelConfig`: the preset (``official``: the released architecture;
+        ``paper``/``small``: ours) updated with the other keys."""
         from uniseg3d_model.model import ModelConfig
 
         spec = dict(self.model)
         preset = spec.pop("preset", "paper")
-        if preset not in ("paper", "small"):
-            raise ValueError(f"model.preset must be 'paper' or 'small', got {preset!r}")
-        base = (ModelConfig.paper() if preset == "paper" else ModelConfig.small()).to_dict()
+        presets = {"official": ModelConfig.official, "paper": ModelConfig.paper, "small": ModelConfig.small}
+        if preset not in presets:
+            raise ValueError(f"model.preset must be one of {sorted(presets)}, got {preset!r}")
+        base = presets[preset]().to_dict()
         for key, value in spec.items():
             if isinstance(value, dict) and isinstance(base.get(key), dict):
                 base[key] = {**base[key], **value}
@@ -172,6 +188,12 @@ def _validate(cfg: TrainConfig) -> TrainConfig:
             raise ValueError(f"train.{name} must be >= 1, got {getattr(cfg.train, name)}")
     if cfg.train.max_steps is not None and cfg.train.max_steps < 1:
         raise ValueError(f"train.max_steps must be >= 1 or null, got {cfg.train.max_steps}")
+    if cfg.data.format not in DATA_FORMATS:
+        raise ValueError(f"data.format must be one of {DATA_FORMATS}, got {cfg.data.format!r}")
+    if cfg.data.click_mode not in ("official", "near_centre"):
+        raise ValueError(f"data.click_mode must be official or near_centre, got {cfg.data.click_mode!r}")
+    if cfg.data.text_mode not in ("per_object", "sentences"):
+        raise ValueError(f"data.text_mode must be per_object or sentences, got {cfg.data.text_mode!r}")
     if "name" not in cfg.text_encoder:
         raise ValueError("text_encoder.name is required (e.g. minilm)")
     return cfg

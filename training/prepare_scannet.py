@@ -1,13 +1,18 @@
-"""Prepare raw ScanNet v2 (+ ScanRefer) into the processed per-scene ``.npz`` layout.
+"""Prepare raw ScanNet v2 (+ ScanRefer) into our per-scene ``.npz`` layout, or into the official
+UniSeg3D prepared layout (``--layout official``: info pkl + .bin files, see
+uniseg3d_model/data/official_data.py; pseudo masks are the documented stand-in, tokens by the
+CLIP tokenizer when its vocabulary file is installed).
 
     python -m training.prepare_scannet --raw /data/scannet --out data/scannet_processed \
         [--splits train val] [--scanrefer ScanRefer_filtered_train.json ScanRefer_filtered_val.json] \
-        [--label-map scannetv2-labels.combined.tsv] [--workers 4] [--skip-existing] [--axis-align]
+        [--label-map scannetv2-labels.combined.tsv] [--workers 4] [--skip-existing] [--axis-align] \
+        [--layout ours|official]
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from uniseg3d_model.data.scannet import prepare_scannet
 
@@ -22,7 +27,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--workers", type=int, default=0, help="processes (0: in this process)")
     ap.add_argument("--skip-existing", action="store_true", help="keep scenes already processed")
     ap.add_argument("--axis-align", action="store_true", help="apply <scene>.txt axisAlignment to the points")
+    ap.add_argument("--layout", choices=["ours", "official"], default="ours",
+                    help="ours: <out>/<split>/*.npz; official: the official UniSeg3D prepared layout")
     args = ap.parse_args(argv)
+    if args.layout == "official":
+        from uniseg3d_model.clip_text import CLIPTokenizer
+        from uniseg3d_model.data.official_export import export_official
+
+        try:
+            tokenizer = CLIPTokenizer()
+        except FileNotFoundError:
+            print("prepare_scannet: CLIP vocabulary not installed; text_token left empty", file=sys.stderr)
+            tokenizer = None
+        counts = export_official(args.raw, args.out, splits=args.splits, scanrefer=args.scanrefer,
+                                 label_map_path=args.label_map, tokenizer=tokenizer)
+        print(" ".join(f"{split}: {n} scenes" for split, n in counts.items()))
+        return
     counts = prepare_scannet(args.raw, args.out, splits=args.splits, scanrefer=args.scanrefer,
                              label_map_path=args.label_map, workers=args.workers,
                              overwrite=not args.skip_existing, axis_align=args.axis_align)

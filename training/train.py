@@ -4,6 +4,12 @@
         [--resume] [--max-steps N] [--device cpu|cuda|auto]
     torchrun --nproc_per_node 8 -m training.train --config training/configs/unified_scannet.yaml ...
 
+``data.format`` picks the reader: our prepared ``<root>/<split>/*.npz`` (training.prepare_scannet)
+or the official prepared layout (``uniseg3d_infos_<split>.pkl`` + ``.bin`` files). ``loss.recipe``
+picks the criterion (``official``: the released code's terms). An ``--out`` that already holds a
+run is refused unless ``--resume`` is given; user mistakes (config key, missing data) are one line
+and exit code 2.
+
 With ``WORLD_SIZE > 1`` (set by torchrun) it joins a process group (NCCL on CUDA, Gloo on
 CPU), wraps the model in DistributedDataParallel and shards scenes with a
 DistributedSampler (``set_epoch`` every epoch). AMP (bf16/fp16 autocast, GradScaler for
@@ -19,6 +25,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -36,11 +43,54 @@ from tqdm import tqdm
 
 from training import train_state as ts
 from training.config import TrainConfig, load_config, save_config
+from training.init_weights import init_class_prototypes, load_sstnet_backbone
 from uniseg3d_model.checkpoint import read_checkpoint, save_checkpoint
 from uniseg3d_model.data.dataset import ScanNetDataset
+from uniseg3d_model.data.official_data import INFO_FILE, OfficialScanNetDataset
 from uniseg3d_model.structures import collate_scenes
 
 BASE_COLUMNS = ("step", "epoch", "lr", "loss", "grad_norm", "seconds")
+RUN_MARKERS = ("config.yaml", "metrics.csv", "checkpoints")
+
+
+def check_out_dir(out: Path, resume: bool) -> None:
+    """``FileExistsError`` when ``out`` already holds a run and ``resume`` is off."""
+    found = [m for m in RUN_MARKERS if (Path(out) / m).exists()]
+    if found and not resume:
+        raise FileExistsError(f"--out {out} already holds a training run ({', '.join(found)}); pass --resume "
+                              f"to continue it, or choose a new --out")
+
+
+def check_data(cfg: TrainConfig) -> None:
+    """``FileNotFoundError`` naming the missing data and how to make it."""
+    root, split = Path(str(cfg.data.root)), cfg.data.train_split
+    if cfg.data.format == "official":
+        info = root / INFO_FILE.format(split=split)
+        if not info.is_file():
+            raise FileNotFoundError(
+                f"official data file {info} not found: lay out the official prepared data there "
+                f"(docs/training.md) or write it with: python -m training.prepare_scannet --raw <ScanNet v2 "
+                f"root> --out {root} --layout official")
+    elif not (root / split).is_dir():
+        raise FileNotFoundError(f"data folder {root / split} not found: prepare it first with: python -m "
+                                f"training.prepare_scannet --raw <ScanNet v2 root> --out {root}")
+    for key, path in (("train.init_backbone", cfg.train.init_backbone), ("data.class_embedding",
+                                                                         cfg.data.class_embedding)):
+        if path is not None and not Path(path).is_file():
+            raise FileNotFoundError(f"{key}: file {path} not found")
+
+
+def make_dataset(cfg: TrainConfig, split: str, train: bool) -> ScanNetDataset | OfficialScanNetDataset:
+    """The training (augmented, random prompts) or validation dataset of ``cfg.data``."""
+    dc = cfg.data
+    kwargs = {"num_clicks": dc.num_clicks, "num_texts": dc.num_texts, "label_set": dc.label_set,
+              "click_mode": dc.click_mode, "text_mode": dc.text_mode}
+    if train:
+        kwargs.update(augment=dc.augment, seed=cfg.seed, augment_cfg=dc.augment_cfg)
+    kwargs["use_pseudo_masks"] = dc.use_pseudo_masks
+    if dc.format == "official":
+        return OfficialScanNetDataset(dc.root, split, **kwargs)
+    return ScanNetDataset(dc.root, split, **kwargs)
 
 
 @dataclass
@@ -119,7 +169,9 @@ def default_validation(model: torch.nn.Module, dataset: ScanNetDataset, criterio
         for i in range(len(dataset)):
             scene = dataset[i]
             losses.append(float(criterion(model([scene]), [scene])[0]))
-    summary = evaluate(model, dataset.root, dataset.split, progress=False)["summary"]
+    # the six-task evaluation reads our prepared layout; on the official layout only the loss
+    summary = (evaluate(model, dataset.root, dataset.split, progress=False)["summary"]
+               if isinstance(dataset, ScanNetDataset) else {})
     model.train()
     result = {"val_loss": float(np.mean(losses))}
     result.update({f"val_{k}": float(v) for k, v in summary.items() if v is not None and math.isfinite(v)})
@@ -140,7 +192,9 @@ class LossModule(torch.nn.Module):
 
 
 class MetricsLog:
-    """``metrics.csv``: one row per logged step; columns fixed by the first row (base + loss terms)."""
+    """``metrics.csv``: one row per logged step: base columns + every loss term seen so far (a term
+    that first appears later, e.g. a distillation term once every object is matched, adds a column
+    and the file is rewritten once with it; earlier rows leave it empty)."""
 
     def __init__(self, path: Path, resume_step: int) -> None:
         self.path, self.columns = path, None
@@ -160,6 +214,15 @@ class MetricsLog:
             self.columns = list(BASE_COLUMNS) + sorted(k for k in row if k not in BASE_COLUMNS)
             with self.path.open("w", newline="") as fh:
                 csv.DictWriter(fh, self.columns).writeheader()
+        new = sorted(k for k in row if k not in self.columns)
+        if new:
+            with self.path.open(newline="") as fh:
+                rows = list(csv.DictReader(fh))
+            self.columns = list(BASE_COLUMNS) + sorted({*self.columns, *new} - set(BASE_COLUMNS))
+            with self.path.open("w", newline="") as fh:
+                w = csv.DictWriter(fh, self.columns)
+                w.writeheader()
+                w.writerows(rows)
         with self.path.open("a", newline="") as fh:
             csv.DictWriter(fh, self.columns, extrasaction="ignore").writerow(row)
 
@@ -167,21 +230,21 @@ class MetricsLog:
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str = "auto",
           progress: bool = True, validate: Callable | None = default_validation) -> dict[str, Any]:
     """Run (or resume) training; returns ``{"step", "epoch", "loss", "param_hash"}`` of this rank."""
-    from uniseg3d_model.losses import UniSeg3DCriterion
+    from uniseg3d_model.losses import build_criterion
 
     out = Path(out)
     d = setup_distributed(device, cfg.train.dist_timeout_min)
     if cfg.data.root is None:
         raise ValueError("data.root is not set (pass --data DIR)")
+    check_out_dir(out, resume)  # every rank, before rank 0 writes anything
+    d.barrier()
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "config.yaml")
     if cfg.train.deterministic:
         torch.use_deterministic_algorithms(True)
     dc, rc = cfg.data, cfg.train
-    dataset = ScanNetDataset(dc.root, dc.train_split, augment=dc.augment, num_clicks=dc.num_clicks,
-                             num_texts=dc.num_texts, label_set=dc.label_set, seed=cfg.seed,
-                             augment_cfg=dc.augment_cfg)
+    dataset = make_dataset(cfg, dc.train_split, train=True)
     sampler = ts.ResumableDistributedSampler(dataset, num_replicas=d.world_size, rank=d.rank, shuffle=True,
                                              seed=cfg.seed)
     steps_per_epoch = sampler.num_samples // rc.batch_size
@@ -192,7 +255,10 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str =
     stop = min(total, rc.max_steps) if rc.max_steps else total
 
     model = build_model(cfg, d.device)
-    criterion = UniSeg3DCriterion(cfg.loss_config())
+    init_class_prototypes(model, dc.root, dc.class_embedding)
+    if rc.init_backbone:
+        load_sstnet_backbone(model, rc.init_backbone)
+    criterion = build_criterion(cfg.loss_config())
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                                   weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_factor(cfg, steps_per_epoch))
@@ -234,9 +300,10 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str =
     log = MetricsLog(out / "metrics.csv", step) if d.main else None
     bar = tqdm(total=stop, initial=step, desc="train", unit="step", disable=not (progress and d.main))
     val_set = None
-    if validate is not None and rc.eval_every and d.main and (Path(dc.root) / dc.val_split).is_dir():
-        val_set = ScanNetDataset(dc.root, dc.val_split, num_clicks=dc.num_clicks, num_texts=dc.num_texts,
-                                 label_set=dc.label_set)
+    val_exists = ((Path(dc.root) / INFO_FILE.format(split=dc.val_split)).is_file() if dc.format == "official"
+                  else (Path(dc.root) / dc.val_split).is_dir())
+    if validate is not None and rc.eval_every and d.main and val_exists:
+        val_set = make_dataset(cfg, dc.val_split, train=False)
     autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype else nullcontext
     loss_value = math.nan
     model.train()
@@ -320,15 +387,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     args = ap.parse_args(argv)
-    cfg = load_config(args.config)
-    if args.data:
-        cfg.data.root = args.data
-    for name in ("max_steps", "epochs", "batch_size", "checkpoint_every"):
-        value = getattr(args, name)
-        if value is not None:
-            if value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-            setattr(cfg.train, name, value)
+    try:
+        cfg = load_config(args.config)
+        if args.data:
+            cfg.data.root = args.data
+        if cfg.data.root is None:
+            raise ValueError("no data folder: pass --data DIR (or set data.root in the config)")
+        for name in ("max_steps", "epochs", "batch_size", "checkpoint_every"):
+            value = getattr(args, name)
+            if value is not None:
+                if value < 1:
+                    raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+                setattr(cfg.train, name, value)
+        check_data(cfg)
+        check_out_dir(Path(args.out), args.resume)
+    except (FileNotFoundError, FileExistsError, ValueError) as exc:
+        print(f"train: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     result = train(cfg, args.out, resume=args.resume, device=args.device, progress=not args.no_progress)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"done: step {result['step']} epoch {result['epoch']} loss {result['loss']:.4f} "

@@ -18,6 +18,12 @@ Shapes (N points, S superpoints, I instances, K clicks, T sentences):
     text_instance (T,)  int64 instance each sentence refers to                [training/eval]
     vocabulary   optional list[str]: class names for open-vocabulary classification;
                  None means the classes the model was trained on.
+    voxel_points optional (N, 3) float32 metres: where training augmentation (the official
+                 elastic distortion) places each point for voxelization only; the point
+                 features keep ``points``. None: voxelize ``points``.               [training]
+    pseudo_masks optional (M, S) bool: class-agnostic pseudo masks over superpoints (the
+                 official SAM3D masks, ScanNet20 objects removed); supervised by the
+                 pseudo-mask loss with its own matcher.                            [training]
 
 The model voxelizes ``points`` itself (``ModelConfig.voxel_size``, 2 cm), so a batch is simply
 ``list[SceneSample]`` (see :func:`collate_scenes`).
@@ -47,12 +53,14 @@ class SceneSample:
     texts: list[str] = field(default_factory=list)
     text_instance: Any = None
     vocabulary: list[str] | None = None
+    voxel_points: Any = None
+    pseudo_masks: Any = None
 
     def __post_init__(self) -> None:
         n = len(self.points)
         if np.asarray(self.points).ndim != 2 or np.asarray(self.points).shape[1] != 3:
             raise ValueError(f"points must be (N, 3), got shape {np.shape(self.points)}")
-        for name in ("colors",):
+        for name in ("colors",) + (("voxel_points",) if self.voxel_points is not None else ()):
             shape = np.shape(getattr(self, name))
             if shape != (n, 3):
                 raise ValueError(f"{name} must be ({n}, 3) to match points, got {shape}")

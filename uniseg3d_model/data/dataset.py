@@ -6,9 +6,15 @@ Each item carries every task's supervision at once (UniSeg3D trains all tasks jo
 
 - panoptic/semantic/instance labels in the chosen label set (``scannet20`` or ``scannet200``);
   instances are the objects whose class is a "thing" of that set, re-indexed 0..I-1;
-- interactive: up to ``num_clicks`` clicks, one per sampled instance, each a point of the
-  instance near its centre (``click_instance`` is the target);
-- referring: up to ``num_texts`` ScanRefer sentences of the scene (``text_instance``).
+- interactive: one click per instance (up to ``num_clicks``; None = every instance, the
+  official setting), see :mod:`.prompts` (``click_instance`` is the target);
+- referring: ScanRefer sentences of the scene, one per described object (up to ``num_texts``;
+  None = every object, official) (``text_instance``);
+- training augmentation (:mod:`.augment`), ``voxel_points`` when the elastic distortion only
+  moves the voxel placement (official), and ``pseudo_masks`` when the scene has them.
+
+:func:`make_sample` is shared with the reader of the official prepared data
+(:mod:`.official_data`), so both layouts give the same sample for the same scene.
 
 Randomness (augmentation, prompt sampling) comes from a Generator seeded by
 ``(seed, epoch, index)``, so an item is a pure function of those: resumable and worker-safe.
@@ -23,6 +29,7 @@ import numpy as np
 
 from uniseg3d_model.data.augment import AugmentConfig, augment_scene
 from uniseg3d_model.data.labels import IGNORE_INDEX, LABEL_SET_IS_THING, LABEL_SETS
+from uniseg3d_model.data.prompts import CLICK_MODES, TEXT_MODES, sample_clicks, sample_texts
 from uniseg3d_model.data.scannet import load_processed
 from uniseg3d_model.data.scanrefer import read_referring
 from uniseg3d_model.structures import SceneSample, collate_scenes
@@ -53,40 +60,38 @@ def select_instances(instance: np.ndarray, instance_class: np.ndarray,
     return new_instance.astype(np.int64), cls[keep], old_to_new[:-1]
 
 
-def sample_clicks(points: np.ndarray, instance: np.ndarray, num_instances: int, num_clicks: int,
-                  rng: np.random.Generator | None,
-                  centre_fraction: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
-    """One click for each of up to ``num_clicks`` instances (sampled without replacement).
-
-    The click is a point of the instance among the ``centre_fraction`` closest to its centroid,
-    drawn at random with ``rng``; with ``rng=None`` the point closest to the centroid, for the
-    first ``num_clicks`` instances (deterministic evaluation). Returns ``((K,3) float32, (K,) int64)``.
-    """
-    k = min(num_clicks, num_instances)
-    if k == 0:
-        return np.zeros((0, 3), np.float32), np.zeros(0, np.int64)
-    targets = np.sort(rng.choice(num_instances, k, replace=False)) if rng is not None else np.arange(k)
-    clicks = np.empty((k, 3), np.float32)
-    for j, inst in enumerate(targets):  # K instances, each vectorized over its points
-        pts = points[instance == inst]
-        dist = np.linalg.norm(pts - pts.mean(0), axis=1)
-        if rng is None:
-            clicks[j] = pts[np.argmin(dist)]
-        else:
-            m = max(1, int(np.ceil(centre_fraction * len(pts))))
-            near = np.argpartition(dist, m - 1)[:m]
-            clicks[j] = pts[near[rng.integers(m)]]
-    return clicks, targets.astype(np.int64)
+def make_sample(data: dict, referring: list[dict], label_set: str, rng: np.random.Generator | None,
+                augment_cfg: AugmentConfig, num_clicks: int | None, num_texts: int | None, scene_id: str,
+                vocabulary: list[str] | None, click_mode: str = "official",
+                text_mode: str = "per_object") -> SceneSample:
+    """One training/evaluation sample from a scene's arrays (keys of :data:`scannet.PROCESSED_KEYS`,
+    optionally ``pseudo_masks`` (M, S) bool); ``rng`` None = no augmentation, deterministic prompts."""
+    suffix = "20" if label_set == "scannet20" else "200"
+    instance, inst_cls, old_to_new = select_instances(
+        data["instance"], data["instance_class" if suffix == "20" else "instance_class200"],
+        LABEL_SET_IS_THING[label_set])
+    points, colors, voxel_points = data["points"], data["colors"], None
+    if rng is not None:
+        points, colors, voxel_points = augment_scene(points, colors, rng, augment_cfg)
+    clicks, click_inst = sample_clicks(points, instance, len(inst_cls), num_clicks, rng, mode=click_mode)
+    texts, text_inst = sample_texts(referring, old_to_new, num_texts, rng, mode=text_mode)
+    pseudo = data.get("pseudo_masks")
+    return SceneSample(points=points, colors=colors, superpoints=data["superpoints"], scene_id=scene_id,
+                       semantic=data[f"semantic{suffix}"], instance=instance, instance_class=inst_cls,
+                       clicks=clicks, click_instance=click_inst, texts=texts, text_instance=text_inst,
+                       vocabulary=vocabulary, voxel_points=voxel_points,
+                       pseudo_masks=None if pseudo is None else np.asarray(pseudo, bool))
 
 
-def sample_texts(entries: list[dict], old_to_new: np.ndarray, num_texts: int,
-                 rng: np.random.Generator | None) -> tuple[list[str], np.ndarray]:
-    """Up to ``num_texts`` sentences whose instance survives the label-set selection."""
-    usable = [(e["description"], int(old_to_new[e["instance"]])) for e in entries
-              if 0 <= e["instance"] < len(old_to_new) and old_to_new[e["instance"]] >= 0]
-    t = min(num_texts, len(usable))
-    order = np.sort(rng.choice(len(usable), t, replace=False)) if rng is not None else np.arange(t)
-    return [usable[i][0] for i in order], np.array([usable[i][1] for i in order], np.int64)
+def check_prompt_args(label_set: str, num_clicks: int | None, num_texts: int | None, click_mode: str,
+                      text_mode: str) -> None:
+    if label_set not in LABEL_SETS:
+        raise ValueError(f"label_set must be one of {sorted(LABEL_SETS)}, got {label_set!r}")
+    if (num_clicks is not None and num_clicks < 0) or (num_texts is not None and num_texts < 0):
+        raise ValueError(f"num_clicks/num_texts must be >= 0 or None, got {num_clicks}/{num_texts}")
+    if click_mode not in CLICK_MODES or text_mode not in TEXT_MODES:
+        raise ValueError(f"click_mode must be one of {CLICK_MODES} and text_mode one of {TEXT_MODES}, "
+                         f"got {click_mode!r}/{text_mode!r}")
 
 
 class ScanNetDataset:
@@ -95,17 +100,17 @@ class ScanNetDataset:
     ``augment``: training augmentation (:class:`AugmentConfig`) and random prompt sampling;
     without it the clicks/sentences are deterministic. ``label_set``: ``"scannet20"`` or
     ``"scannet200"`` (the latter sets ``vocabulary`` to the 200 class names).
+    ``click_mode`` / ``text_mode``: see :mod:`.prompts` (defaults: the official recipe);
+    ``use_pseudo_masks=False`` drops the stand-in pseudo masks.
     """
 
-    def __init__(self, root: str | Path, split: str, augment: bool = False, num_clicks: int = 8,
-                 num_texts: int = 4, label_set: str = "scannet20", seed: int = 0,
+    def __init__(self, root: str | Path, split: str, augment: bool = False, num_clicks: int | None = 8,
+                 num_texts: int | None = 4, label_set: str = "scannet20", seed: int = 0,
                  augment_cfg: AugmentConfig | None = None, vocabulary: list[str] | None = None,
-                 scenes: list[str] | None = None) -> None:
-        if label_set not in LABEL_SETS:
-            raise ValueError(f"label_set must be one of {sorted(LABEL_SETS)}, got {label_set!r}")
-        if num_clicks < 0 or num_texts < 0:
-            raise ValueError(f"num_clicks/num_texts must be >= 0, got {num_clicks}/{num_texts}")
-        self.root, self.split = Path(root), split
+                 scenes: list[str] | None = None, click_mode: str = "official",
+                 text_mode: str = "per_object", use_pseudo_masks: bool = True) -> None:
+        check_prompt_args(label_set, num_clicks, num_texts, click_mode, text_mode)
+        self.root, self.split, self.use_pseudo_masks = Path(root), split, use_pseudo_masks
         folder = self.root / split
         if not folder.is_dir():
             raise FileNotFoundError(f"processed split folder not found: {folder}")
@@ -117,6 +122,7 @@ class ScanNetDataset:
             raise ValueError(f"{folder}: no processed scenes (*.npz)")
         self.referring = read_referring(self.root / f"{split}_referring.json")
         self.augment, self.num_clicks, self.num_texts = augment, num_clicks, num_texts
+        self.click_mode, self.text_mode = click_mode, text_mode
         self.label_set, self.seed, self.epoch = label_set, seed, 0
         self.augment_cfg = augment_cfg or AugmentConfig()
         self.vocabulary = vocabulary if vocabulary is not None else (
@@ -135,22 +141,14 @@ class ScanNetDataset:
 
     def __getitem__(self, index: int) -> SceneSample:
         path = self.files[index]
-        data = load_processed(path)
-        suffix = "20" if self.label_set == "scannet20" else "200"
-        semantic = data[f"semantic{suffix}"]
-        instance, inst_cls, old_to_new = select_instances(
-            data["instance"], data["instance_class" if suffix == "20" else "instance_class200"],
-            LABEL_SET_IS_THING[self.label_set])
-        points, colors = data["points"], data["colors"]
         rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
-        if rng is not None:
-            points, colors = augment_scene(points, colors, rng, self.augment_cfg)
-        clicks, click_inst = sample_clicks(points, instance, len(inst_cls), self.num_clicks, rng)
-        texts, text_inst = sample_texts(self.referring.get(path.stem, []), old_to_new, self.num_texts, rng)
-        return SceneSample(points=points, colors=colors, superpoints=data["superpoints"], scene_id=path.stem,
-                           semantic=semantic, instance=instance, instance_class=inst_cls, clicks=clicks,
-                           click_instance=click_inst, texts=texts, text_instance=text_inst,
-                           vocabulary=self.vocabulary)
+        data = load_processed(path)
+        if not self.use_pseudo_masks:
+            data.pop("pseudo_masks", None)
+        return make_sample(data, self.referring.get(path.stem, []), self.label_set, rng,
+                           self.augment_cfg, self.num_clicks, self.num_texts, path.stem, self.vocabulary,
+                           self.click_mode, self.text_mode)
 
 
-__all__ = ["ScanNetDataset", "collate_scenes", "sample_clicks", "sample_texts", "select_instances"]
+__all__ = ["ScanNetDataset", "collate_scenes", "make_sample", "sample_clicks", "sample_texts",
+           "select_instances"]

@@ -18,7 +18,9 @@ Processed ``<out>/<split>/<scene_id>.npz`` (N mesh vertices, I instances):
     instance (N,) int64 in [0,I) or IGNORE_INDEX: every annotated object except wall/floor,
     instance_class (I,) int64 ScanNet20 thing index or IGNORE_INDEX when the object is not one,
     instance_class200 (I,) int64 ScanNet200 index or IGNORE_INDEX,
-    instance_object_id (I,) int64 aggregation objectId of each instance.
+    instance_object_id (I,) int64 aggregation objectId of each instance,
+    pseudo_masks (M,S) bool class-agnostic pseudo masks (optional; the stand-in for the official
+        SAM3D masks: objects outside ScanNet20, see :mod:`.pseudo_masks`).
 
 ScanRefer sentences are joined into ``<out>/<split>_referring.json`` (see :mod:`.scanrefer`).
 """
@@ -41,6 +43,7 @@ from uniseg3d_model.data.labels import (
     SCANNET200_ID_TO_INDEX,
     SCANNET200_IS_THING,
 )
+from uniseg3d_model.data.pseudo_masks import pseudo_masks_from_objects
 from uniseg3d_model.data.scannet_io import (
     read_aggregation,
     read_axis_alignment,
@@ -54,6 +57,7 @@ from uniseg3d_model.data.scanrefer import join_and_warn, load_scanrefer, write_r
 LABEL_MAP_NAME = "scannetv2-labels.combined.tsv"
 PROCESSED_KEYS = ("points", "colors", "superpoints", "semantic20", "semantic200", "instance",
                   "instance_class", "instance_class200", "instance_object_id")
+OPTIONAL_KEYS = ("pseudo_masks",)
 _WALL_FLOOR_NYU40 = (1, 2)
 
 
@@ -159,17 +163,21 @@ def prepare_scene(scan_dir: str | Path, scene_id: str, label_map: dict[str, tupl
     instance = group_to_inst[vertex_group]  # vertex_group == -1 picks the trailing IGNORE entry
     thing20 = np.array([c >= 0 and IS_THING[c] for c in group_cls20], bool)
     inst_cls20 = np.where(thing20, group_cls20, IGNORE_INDEX)[keep]
-    object_ids = np.array([g["object_id"] for g in groups], np.int64).reshape(-1)[keep]
+    all_object_ids = np.array([g["object_id"] for g in groups], np.int64).reshape(-1)
+    vertex_object = np.where(labelled, np.append(all_object_ids, -1)[vertex_group] + 1, 0)
+    vertex_nyu40 = np.where(labelled, np.append(group_nyu40, 0)[vertex_group], 0)
+    pseudo = pseudo_masks_from_objects(superpoints, vertex_object, vertex_nyu40, len(seg_values))
     return {**out, "semantic20": semantic20, "semantic200": semantic200, "instance": instance,
             "instance_class": inst_cls20.astype(np.int64),
-            "instance_class200": group_cls200[keep].astype(np.int64), "instance_object_id": object_ids}
+            "instance_class200": group_cls200[keep].astype(np.int64),
+            "instance_object_id": all_object_ids[keep], "pseudo_masks": pseudo}
 
 
 def save_processed(path: str | Path, scene: dict[str, np.ndarray]) -> None:
     """Write one processed scene atomically (``.npz``, uncompressed)."""
     path = Path(path)
     tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, **{k: scene[k] for k in PROCESSED_KEYS})
+    np.savez(tmp, **{k: scene[k] for k in PROCESSED_KEYS + OPTIONAL_KEYS if k in scene})
     tmp.replace(path)
 
 
@@ -182,7 +190,7 @@ def load_processed(path: str | Path) -> dict[str, np.ndarray]:
         missing = [k for k in PROCESSED_KEYS if k not in data.files]
         if missing:
             raise ValueError(f"{path}: processed scene lacks array(s) {missing}")
-        return {k: data[k] for k in PROCESSED_KEYS}
+        return {k: data[k] for k in PROCESSED_KEYS + OPTIONAL_KEYS if k in data.files}
 
 
 def _find_split_file(raw: Path, split: str) -> Path | None:

@@ -1,4 +1,9 @@
-"""UniSeg3D training criterion.
+"""UniSeg3D training criterion: ``build_criterion(cfg)`` picks the recipe.
+
+``LossConfig.recipe = "official"``: :class:`uniseg3d_model.losses.official.OfficialCriterion`,
+the released code's terms, matcher and scalings (the default of ``unified_scannet.yaml``).
+``recipe = "ours"``: :class:`UniSeg3DCriterion` below (the recipe our small CPU models were
+trained with):
 
 Per decoder stage (final + auxiliary when ``aux``):
 - unified queries: Hungarian matching (class + mask BCE + dice costs, sparse matching),
@@ -30,11 +35,17 @@ from uniseg3d_model.losses.matcher import dice_loss, hungarian_match, mask_iou
 from uniseg3d_model.losses.targets import SceneTargets, build_targets
 from uniseg3d_model.structures import SceneSample
 
+RECIPES = ("ours", "official")
+
 
 @dataclass
 class LossConfig:
-    """Weights and switches; defaults follow the published UniSeg3D ScanNet config."""
+    """Weights and switches. ``recipe`` picks the criterion (see module doc); the weights are the
+    official config's values; ``mask_rule`` (superpoint targets, :mod:`.targets`) defaults to
+    ``"half"`` (official) under the official recipe and ``"majority"`` under ours."""
 
+    recipe: str = "ours"
+    mask_rule: str | None = None
     class_weight: float = 0.5
     bce_weight: float = 1.0
     dice_weight: float = 1.0
@@ -53,6 +64,29 @@ class LossConfig:
     contrastive_weight: float = 0.1
     ranking_weight: float = 0.1
     stuff_classes: tuple[str, ...] = field(default=STUFF_CLASSES)
+    # official recipe only
+    pseudo_bce_weight: float = 0.1  # SAM3D pseudo masks (OVInstanceCriterion loss_weight[4])
+    pseudo_dice_weight: float = 0.1  # loss_weight[5]
+    semantic_weight: float = 0.2  # ScanNetSemanticCriterion
+    text_class_loss: bool = True  # TextPromptInstanceCriterion use_cls_supervise
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
+        if self.mask_rule is None:
+            self.mask_rule = "half" if self.recipe == "official" else "majority"
+        if self.mask_rule not in ("majority", "half"):
+            raise ValueError(f"mask_rule must be 'majority' or 'half', got {self.mask_rule!r}")
+
+
+def build_criterion(cfg: LossConfig | None = None):  # noqa: ANN201 - either criterion
+    """The criterion of ``cfg.recipe``: ``criterion(outputs, scenes) -> (loss, logs)``."""
+    cfg = cfg or LossConfig()
+    if cfg.recipe == "official":
+        from uniseg3d_model.losses.official import OfficialCriterion
+
+        return OfficialCriterion(cfg)
+    return UniSeg3DCriterion(cfg)
 
 
 def _zero(out: DecoderOutput) -> torch.Tensor:
@@ -178,7 +212,8 @@ class UniSeg3DCriterion:
         for b, (out, scene) in enumerate(zip(outputs, scenes)):
             vocab = out.vocabulary
             stuff = [vocab.index(n) for n in c.stuff_classes if n in vocab]
-            tg = build_targets(scene, out.num_superpoints, len(vocab), stuff, out.final.masks.device)
+            tg = build_targets(scene, out.num_superpoints, len(vocab), stuff, out.final.masks.device,
+                               c.mask_rule)
             click_rows = self._prompt_rows(scene.click_instance, out.num_clicks, tg)
             text_rows = self._prompt_rows(scene.text_instance, out.num_texts, tg)
             matched = None

@@ -1,10 +1,13 @@
 """Superpoint-level training targets built from a labelled :class:`SceneSample`.
 
-A superpoint takes the majority label of its points: the majority instance (points with no
-instance vote for "none") decides instance membership, the majority of the *labelled*
-points decides its semantic class. Targets for the unified queries are the thing instances
-plus one segment per stuff class present (Mask2Former-style panoptic targets), so the same
-queries learn instances, stuff and semantics.
+``mask_rule="majority"`` (ours): a superpoint takes the majority label of its points: the
+majority instance (points with no instance vote for "none") decides instance membership, the
+majority of the *labelled* points decides its semantic class. ``mask_rule="half"`` (official,
+transforms_3d.py ``AddSuperPointAnnotations`` ~355-372): a superpoint belongs to an instance /
+class when MORE than half of all its points do (``scatter_mean > 0.5``), else to none / ignore.
+Targets for the unified queries are the thing instances plus one segment per stuff class
+present (Mask2Former-style panoptic targets; ``stuff_ids=[]`` gives the official instance-only
+targets, stuff being the semantic head's job).
 """
 
 from __future__ import annotations
@@ -41,10 +44,13 @@ def _majority(sp: torch.Tensor, labels: torch.Tensor, num_sp: int, num_labels: i
 
 
 def build_targets(
-    scene: SceneSample, num_superpoints: int, num_classes: int, stuff_ids: list[int], device: torch.device
+    scene: SceneSample, num_superpoints: int, num_classes: int, stuff_ids: list[int], device: torch.device,
+    mask_rule: str = "majority",
 ) -> SceneTargets:
     """Targets of one scene. ``num_classes`` is the vocabulary size V (labels must be < V);
-    ``stuff_ids`` are the vocabulary indices of stuff classes."""
+    ``stuff_ids`` are the vocabulary indices of stuff classes; ``mask_rule``: see module doc."""
+    if mask_rule not in ("majority", "half"):
+        raise ValueError(f"mask_rule must be 'majority' or 'half', got {mask_rule!r}")
     if scene.instance is None or scene.instance_class is None or scene.semantic is None:
         raise ValueError(f"scene {scene.scene_id!r}: training needs semantic, instance and instance_class")
     sp = torch.as_tensor(np.asarray(scene.superpoints), dtype=torch.long, device=device)
@@ -64,7 +70,8 @@ def build_targets(
         raise ValueError(f"scene {scene.scene_id!r}: instance_class values must be in [0, {num_classes})")
 
     # instance membership: column 0 = "no instance"
-    sp_inst = _majority(sp, torch.where(inst == IGNORE_INDEX, 0, inst + 1), s, n_inst + 1) - 1  # (S,)
+    inst_col = torch.where(inst == IGNORE_INDEX, 0, inst + 1)
+    sp_inst = _majority(sp, inst_col, s, n_inst + 1) - 1  # (S,)
     # semantic: column num_classes = unlabelled, which only wins when no point is labelled
     sem_col = torch.where(sem == IGNORE_INDEX, num_classes, sem)
     hist = torch.bincount(sp * (num_classes + 1) + sem_col, minlength=s * (num_classes + 1))
@@ -73,6 +80,14 @@ def build_targets(
     sp_sem = torch.where(
         labelled.sum(1) > 0, labelled.argmax(1), torch.full_like(labelled[:, 0], IGNORE_INDEX)
     )
+    if mask_rule == "half":  # more than half of ALL the superpoint's points, else none / ignore
+        size = torch.bincount(sp, minlength=s).clamp_min(1)
+        ihist = torch.bincount(sp * (n_inst + 1) + inst_col, minlength=s * (n_inst + 1)).view(s, n_inst + 1)
+        best = ihist[:, 1:].max(1) if n_inst else None
+        sp_inst = torch.full_like(sp_inst, -1) if best is None else torch.where(
+            2 * best.values > size, best.indices, torch.full_like(sp_inst, -1))
+        top = labelled.max(1)
+        sp_sem = torch.where(2 * top.values > size, top.indices, torch.full_like(sp_sem, IGNORE_INDEX))
 
     inst_masks = sp_inst[None, :] == torch.arange(n_inst, device=device)[:, None]  # (I, S)
     keep = inst_masks.any(dim=1)

@@ -1,0 +1,135 @@
+"""Initial weights of the official recipe: SSTNet's ScanNet U-Net into our official backbone
+(``train.init_backbone``, the official ``load_from``), class prototypes from
+``scannet_cls_embedding.pth`` or the text encoder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.config import config_from_dict
+from training.init_weights import init_class_prototypes, load_sstnet_backbone
+from training.train import build_model, main
+from uniseg3d_model.checkpoint import read_checkpoint
+from uniseg3d_model.spconv_unet_weights import official_backbone_keys
+
+TINY_OFFICIAL = {
+    "preset": "official",
+    "voxel_size": 0.1,
+    "d_model": 32,
+    "num_heads": 2,
+    "num_layers": 2,
+    "ffn_dim": 64,
+    "spconv": {"in_channels": 6, "planes": [8, 16]},
+}
+
+
+def _model() -> torch.nn.Module:
+    cfg = config_from_dict({"model": TINY_OFFICIAL, "text_encoder": {"name": "hash:32"}})
+    return build_model(cfg, torch.device("cpu"))
+
+
+def _sstnet_checkpoint(
+    model: torch.nn.Module, path: Path, drop: str | None = None
+) -> dict[str, torch.Tensor]:
+    """An SSTNet-style file: {"model": {"module." + name: tensor}} with the U-Net under the official
+    names and shapes, plus SSTNet's own heads (ignored by the load)."""
+    g = torch.Generator().manual_seed(0)
+    official = {
+        key: torch.randn(shape, generator=g) if shape else torch.tensor(7)
+        for key, _, shape, _ in official_backbone_keys(model.backbone.cfg)
+        if key != drop
+    }
+    extra = {
+        "score_unet.blocks.block0.conv_branch.2.weight": torch.randn(8, 3, 3, 3, 8),
+        "linear.weight": torch.randn(20, 8),
+        "offset_linear.0.weight": torch.randn(8, 8),
+    }
+    torch.save({"model": {f"module.{k}": v for k, v in {**official, **extra}.items()}, "epoch": 512}, path)
+    return official
+
+
+def test_sstnet_unet_tensors_land_in_our_backbone_in_our_layouts(tmp_path: Path) -> None:
+    model = _model()
+    official = _sstnet_checkpoint(model, tmp_path / "sstnet_scannet.pth")
+    used = load_sstnet_backbone(model, tmp_path / "sstnet_scannet.pth")
+    assert sorted(used) == sorted(official)
+    ours = model.backbone.state_dict()
+    bn = "output_layer.0.running_var"
+    assert torch.equal(ours["output_norm.bn.running_var"], official[bn])
+    w = official["input_conv.0.weight"]  # spconv (C_out, kx, ky, kz, C_in) -> ours (offset, C_in, C_out)
+    kernel = ours["input_conv.kernel"]
+    for i, j, k in ((0, 0, 0), (2, 1, 0), (1, 2, 2)):
+        assert torch.equal(kernel[i + 3 * (j + 3 * k)], w[:, i, j, k, :].t())
+
+
+def test_a_missing_backbone_tensor_is_named(tmp_path: Path) -> None:
+    model = _model()
+    _sstnet_checkpoint(model, tmp_path / "bad.pth", drop="unet.blocks.block0.conv_branch.2.weight")
+    with pytest.raises(ValueError, match=r"bad.pth.*unet.blocks.block0.conv_branch.2.weight"):
+        load_sstnet_backbone(model, tmp_path / "bad.pth")
+
+
+def test_class_prototypes_from_the_official_file_or_the_text_encoder(tmp_path: Path) -> None:
+    model = _model()
+    shape = tuple(model.class_prototypes.shape)
+    assert init_class_prototypes(model, tmp_path) == "text encoder"
+    names = list(model.cfg.class_names)
+    emb = torch.nn.functional.normalize(torch.as_tensor(model.text_encoder.encode(names)).float(), dim=-1)
+    assert torch.allclose(model.class_prototypes[:, 0], emb)
+    torch.save(torch.randn(shape), tmp_path / "scannet_cls_embedding.pth")
+    assert init_class_prototypes(model, tmp_path).endswith("scannet_cls_embedding.pth")
+    assert torch.equal(model.class_prototypes, torch.load(tmp_path / "scannet_cls_embedding.pth"))
+    torch.save(torch.randn(3, 1, 5), tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="other.pth"):
+        init_class_prototypes(model, None, tmp_path / "other.pth")
+
+
+def test_train_starts_from_the_sstnet_backbone(tmp_path: Path) -> None:
+    from tests.scannet_scenes import write_processed
+
+    data = write_processed(tmp_path / "data", n_train=1, n_val=0)
+    model = _model()
+    official = _sstnet_checkpoint(model, tmp_path / "sstnet_scannet.pth")
+    cfg = tmp_path / "cfg.yaml"
+    import yaml
+
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "model": TINY_OFFICIAL,
+                "text_encoder": {"name": "hash:32"},
+                "loss": {"recipe": "official"},
+                "optim": {"lr": 0.0},
+                "data": {"augment": False},  # lr 0: the step leaves the weights as loaded
+                "train": {
+                    "epochs": 1,
+                    "batch_size": 1,
+                    "amp": "none",
+                    "eval_every": 0,
+                    "init_backbone": str(tmp_path / "sstnet_scannet.pth"),
+                },
+            }
+        )
+    )
+    main(
+        [
+            "--config",
+            str(cfg),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
+    ckpt = tmp_path / "run/checkpoints" / (tmp_path / "run/checkpoints/latest").read_text().strip()
+    state = read_checkpoint(ckpt / "model.pt")["state_dict"]
+    assert torch.equal(
+        state["backbone.unet.blocks.0.conv1.kernel"].reshape(-1)[:5],
+        official["unet.blocks.block0.conv_branch.2.weight"].permute(3, 2, 1, 4, 0).reshape(-1)[:5],
+    )
