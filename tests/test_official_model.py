@@ -36,6 +36,32 @@ def test_scene_min_grid_is_anchored_at_the_scene_minimum_and_averages_rgb_then_c
     assert vin.feats.shape == (3, 6)
 
 
+def test_elastic_grid_points_place_the_voxels_while_features_keep_the_points():
+    """Official training distorts only the voxel coordinates (uniseg3d.py collate, elastic_coords)."""
+    pts = torch.tensor([[0.0, 0.0, 0.0], [0.3, 0.0, 0.0], [0.6, 0.0, 0.0]])
+    col = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.5, 0.5]])
+    moved = pts.clone()
+    moved[1, 0] = 0.1  # the distortion pulls point 1 into point 0's voxel
+    vin = voxel_input(pts, col, 0.5, True, "scene_min", grid_points=moved)
+    assert vin.point_to_voxel.tolist() == [0, 0, 1]
+    centred = pts - pts.mean(0)  # features (and the scene mean) from the undistorted points
+    assert torch.allclose(vin.feats[0], torch.cat([(col[:2] * 2 - 1).mean(0), centred[:2].mean(0)]))
+    assert torch.allclose(vin.center, pts.mean(0))
+    with pytest.raises(ValueError, match="grid_points"):
+        voxel_input(pts, col, 0.5, True, "scene_min", grid_points=moved[:2])
+
+
+def test_encode_voxelizes_a_scene_at_its_voxel_points(official_model):
+    rng = np.random.default_rng(3)
+    pts = rng.uniform(0, 1, (400, 3)).astype(np.float32)
+    base = dict(points=pts, colors=rng.uniform(0, 1, (400, 3)).astype(np.float32),
+                superpoints=np.arange(400) % 20)
+    plain = official_model.encode([SceneSample(**base)])[0].sp_features
+    same = official_model.encode([SceneSample(**base, voxel_points=pts.copy())])[0].sp_features
+    shifted = official_model.encode([SceneSample(**base, voxel_points=pts * 0.5)])[0].sp_features
+    assert torch.equal(plain, same) and not torch.allclose(plain, shifted)
+
+
 def test_prototype_logits_are_scaled_max_cosine_over_prototypes():
     g = torch.Generator().manual_seed(0)
     embed, protos = torch.randn(3, 5, generator=g), torch.randn(4, 2, 5, generator=g)

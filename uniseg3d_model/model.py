@@ -298,7 +298,8 @@ class UniSeg3D(nn.Module):
                 raise ValueError(f"scene {scene.scene_id!r}: no points")
             if int(sp.min()) < 0:
                 raise ValueError(f"scene {scene.scene_id!r}: superpoints must be >= 0, got {int(sp.min())}")
-            vin = voxel_input(pts, col, self.cfg.voxel_size, self.cfg.use_xyz, self.cfg.voxel_origin)
+            grid = None if scene.voxel_points is None else _tensor(scene.voxel_points, torch.float32, dev)
+            vin = voxel_input(pts, col, self.cfg.voxel_size, self.cfg.use_xyz, self.cfg.voxel_origin, grid)
             n_vox = vin.coords.shape[0]
             batch = torch.full((n_vox, 1), b, dtype=torch.int32, device=dev)
             coords.append(torch.cat([batch, vin.coords.to(torch.int32)], dim=1))

@@ -47,22 +47,33 @@ def point_features(points: torch.Tensor, colors: torch.Tensor, use_xyz: bool) ->
 
 
 def voxel_input(
-    points: torch.Tensor, colors: torch.Tensor, voxel_size: float, use_xyz: bool, origin: str = "world"
+    points: torch.Tensor,
+    colors: torch.Tensor,
+    voxel_size: float,
+    use_xyz: bool,
+    origin: str = "world",
+    grid_points: torch.Tensor | None = None,
 ) -> VoxelInput:
     """points (N, 3) float32 metres, colors (N, 3) float32 in [0, 1] -> :class:`VoxelInput` on
-    the points' device."""
+    the points' device. ``grid_points`` (N, 3) metres, when given, places the points in the grid
+    instead of ``points`` while the features still come from ``points``: the official training
+    applies its elastic distortion to the voxel coordinates only (uniseg3d.py ``collate`` with
+    ``elastic_coords``)."""
     if origin not in ORIGINS:
         raise ValueError(f"voxel origin must be one of {ORIGINS}, got {origin!r}")
     if points.shape[0] == 0:
         raise ValueError("no points to voxelize")
     feats = point_features(points, colors, use_xyz)
+    place = points if grid_points is None else grid_points
+    if place.shape != points.shape:
+        raise ValueError(f"grid_points must be shaped {tuple(points.shape)}, got {tuple(place.shape)}")
     if origin == "scene_min":
         # float32 arithmetic in the official order: (p - min) / voxel_size, then truncate (>= 0)
-        grid = ((points - points.min(0).values) / voxel_size).floor().to(torch.int64)
+        grid = ((place - place.min(0).values) / voxel_size).floor().to(torch.int64)
         coords, inverse = torch.unique(grid, dim=0, return_inverse=True)
         coords = coords.to(torch.int32)
     else:
-        coords, inverse = voxelize(points, voxel_size)
+        coords, inverse = voxelize(place, voxel_size)
         coords, inverse = coords.to(points.device), inverse.to(points.device)
     m = coords.shape[0]
     counts = torch.bincount(inverse, minlength=m).clamp_min(1).unsqueeze(1).to(feats.dtype)
