@@ -2,13 +2,13 @@
 
 The released model, every tensor (the usual use)::
 
-    python -m uniseg3d_model.convert_official model_best.pth uniseg3d_official.pt \
+    python -m uniseg3d_model.convert_official model_best_2.pth uniseg3d_official.pt \
         --cls-embedding scannet_cls_embedding.pth \
         [--text-weights open_clip_pytorch_model.bin] [--report report.json]
 
 builds ``ModelConfig.official()`` (spconv U-Net, prototype class heads, semantic and IoU heads,
 lang.Mlp text queries, official post-processing) and maps all 626 tensors of
-``model_best.pth`` (table: :mod:`uniseg3d_model.official_state`); the class prototypes come from
+``model_best_2.pth`` (table: :mod:`uniseg3d_model.official_state`); the class prototypes come from
 ``scannet_cls_embedding.pth`` (one (K, P, 768) tensor); the frozen CLIP text tower, which the
 checkpoint carries under ``lang.text_encoder.*``, is embedded in the output checkpoint, so the
 result loads with ``load_checkpoint(path)`` alone. ``--text-weights`` (open_clip's
@@ -245,7 +245,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="See the module docstring (uniseg3d_model/convert_official.py) for the mapping.",
     )
-    parser.add_argument("official", type=Path, help="official UniSeg3D checkpoint (model_best.pth)")
+    parser.add_argument("official", type=Path, help="official UniSeg3D checkpoint (model_best_2.pth)")
     parser.add_argument("output", type=Path, help="converted checkpoint (our format)")
     parser.add_argument("--cls-embedding", type=Path,
                         help="scannet_cls_embedding.pth, (K, P, D) class prototypes (official model)")

@@ -55,7 +55,7 @@ CHOICES = {
 @dataclass
 class ModelConfig:
     """Architecture of :class:`UniSeg3D`. ``ModelConfig.official()`` is the released UniSeg3D
-    (the network ``convert_official`` fills from ``model_best.pth``); ``ModelConfig.paper()``
+    (the network ``convert_official`` fills from ``model_best_2.pth``); ``ModelConfig.paper()``
     is our architecture at the published decoder sizes with a MinkUNet backbone;
     ``ModelConfig.small()`` is a CPU-sized variant of ours (tests, shipped default).
 

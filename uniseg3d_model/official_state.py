@@ -1,6 +1,6 @@
 """Every tensor of a released UniSeg3D checkpoint -> a ``ModelConfig.official()`` model.
 
-:func:`convert_official_model` maps the 626 tensors of ``model_best.pth`` (names and shapes:
+:func:`convert_official_model` maps the 626 tensors of ``model_best_2.pth`` (names and shapes:
 tests/official_fixture.py) plus the two files the released model needs besides:
 
 ================================================  =============================================
