@@ -76,15 +76,22 @@ class LayerPrediction:
     class_logits: (Q, V + 1) logits over the vocabulary, last column = "no object"
     scores:       (Q,) mask-quality logits (sigmoid -> predicted IoU with the true mask)
     embeddings:   (Q, D) normalised query embeddings (for the vision-text contrastive loss)
+    queries:      (Q, d) the decoder queries these heads read, or None; kept so that
+                  ``UniSeg3D.classify`` can re-run the heads for another vocabulary
+    class_basis:  (Q, text_dim + 1) or None, filled by ``UniSeg3D.classify``: the class logits
+                  against the identity basis of the text space (+ "no object")
     """
 
     masks: torch.Tensor
     class_logits: torch.Tensor
     scores: torch.Tensor
     embeddings: torch.Tensor
+    queries: torch.Tensor | None = None
+    class_basis: torch.Tensor | None = None
 
     def select(self, rows: slice | torch.Tensor) -> LayerPrediction:
-        return LayerPrediction(*(getattr(self, f.name)[rows] for f in fields(self)))
+        values = (getattr(self, f.name) for f in fields(self))
+        return LayerPrediction(*(None if v is None else v[rows] for v in values))
 
 
 @dataclass

@@ -28,6 +28,9 @@ from uniseg3d_ros.inference.results import (
     rank_by_overlap,
 )
 
+#: vocabularies whose open-vocabulary instances one map version keeps
+VOCAB_CACHE = 8
+
 __all__ = ["EngineConfig", "InferenceEngine", "InstanceInfo", "QueryResult", "instance_stats", "load_engine"]
 
 
@@ -52,6 +55,8 @@ class _Prepared:
     tree: Any  # scipy cKDTree over scene points, built lazily
     base_out: Any = None  # decoder output without prompts (segment), built lazily
     semantic: Any = None  # (N,) int64 semantic argmax of base_out
+    vocab_preds: dict = field(default_factory=dict)  # open-vocab InstancePrediction per vocabulary
+    vocab_results: dict = field(default_factory=dict)  # instance lists per (vocabulary, threshold, cap)
 
 
 class InferenceEngine:
@@ -114,8 +119,34 @@ class InferenceEngine:
             from uniseg3d_model import postprocess
 
             prep.base_out, _ = self._decode(prep)
+            if hasattr(self.model, "classify"):  # the class basis, so open_vocab is a matmul later
+                import torch
+
+                with torch.inference_mode():
+                    self.model.classify(prep.encodings[0], prep.base_out, self.class_names)
             prep.semantic = np.asarray(postprocess.semantic(prep.base_out, prep.scene), dtype=np.int64)
         return prep.base_out
+
+    def _vocab_instances(self, prep: _Prepared, names: tuple[str, ...]) -> Any:
+        """Open-vocabulary instances of ``names`` on this map version: the cached final queries of
+        the prompt-free pass re-scored by ``model.classify`` (no decoder pass), cached per vocabulary
+        (the last ``VOCAB_CACHE`` ones). Models without ``classify`` decode with the vocabulary."""
+        import torch
+
+        from uniseg3d_model import postprocess
+
+        pred = prep.vocab_preds.get(names)
+        if pred is not None:
+            return pred
+        if hasattr(self.model, "classify"):
+            with torch.inference_mode():
+                out = self.model.classify(prep.encodings[0], self._base(prep), names)
+            pred = postprocess.open_vocabulary(out, prep.scene)
+        else:
+            out, scene = self._decode(prep, vocabulary=list(names))
+            pred = postprocess.open_vocabulary(out, scene)
+        _bounded_put(prep.vocab_preds, names, pred)
+        return pred
 
     def _prompted(self, prep: _Prepared, **prompts: Any) -> Any:
         """Decoder output for click/text prompts. When the model isolates prompt queries from the
@@ -242,18 +273,19 @@ class InferenceEngine:
             return QueryResult.failure(err, "open_vocab")
 
         def run(prep: _Prepared) -> QueryResult:
-            from uniseg3d_model import postprocess
-
-            out, scene = self._decode(prep, vocabulary=names)
-            pred = postprocess.open_vocabulary(out, scene)
-            keep = np.flatnonzero(_np(pred.scores) >= thr)[: self.cfg.max_instances]
-            insts = instance_stats(
-                scene.points,
-                _np(pred.masks)[keep],
-                _np(pred.classes)[keep],
-                _np(pred.scores)[keep],
-                [list(pred.labels)[i] for i in keep],
-            )
+            key = (tuple(names), thr, self.cfg.max_instances)
+            insts = prep.vocab_results.get(key)
+            if insts is None:  # a repeated vocabulary reuses its instance list
+                pred, scene = self._vocab_instances(prep, tuple(names)), prep.scene
+                keep = np.flatnonzero(_np(pred.scores) >= thr)[: self.cfg.max_instances]
+                insts = instance_stats(
+                    scene.points,
+                    _np(pred.masks)[keep],
+                    _np(pred.classes)[keep],
+                    _np(pred.scores)[keep],
+                    [list(pred.labels)[i] for i in keep],
+                )
+                _bounded_put(prep.vocab_results, key, insts)
             return QueryResult(
                 True, f"{len(insts)} instances over {len(names)} classes", insts, class_names=names
             )
@@ -315,6 +347,13 @@ class InferenceEngine:
             )
 
         return self._run(snapshot, "interactive", run)
+
+
+def _bounded_put(cache: dict, key: Any, value: Any) -> None:
+    """Insert into a dict used as a FIFO cache of at most ``VOCAB_CACHE`` entries."""
+    if key not in cache and len(cache) >= VOCAB_CACHE:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
 
 
 def _np(x: Any) -> np.ndarray:
