@@ -60,12 +60,24 @@ def check_pose(pose: np.ndarray | None, name: str = "pose") -> np.ndarray:
 
 
 def transform_points(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    """(N, 3) points in the sensor frame -> (N, 3) float32 in the fixed frame, ``p' = R p + t``."""
-    T = np.asarray(pose)
+    """(N, 3) points in the sensor frame -> (N, 3) float32 in the fixed frame, ``p' = R p + t``,
+    with exactly the arithmetic of ``SceneMap.integrate`` (float32, ``(R0 x + R1 y) + R2 z + t``)."""
     P = np.ascontiguousarray(np.asarray(points, dtype=np.float32).T)
-    out = T[:3, :3].astype(np.float32) @ P
-    out += T[:3, 3].astype(np.float32)[:, None]
-    return np.ascontiguousarray(out.T)
+    return np.ascontiguousarray(_transform_rows(P, np.asarray(pose)).T)
+
+
+def _transform_rows(P: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """(3, N) float32 rows -> (3, N) float32 ``R p + t``, elementwise in a fixed order (no BLAS, no
+    fused multiply-add), so the numpy path and the compiled kernel agree bit for bit."""
+    R, t = T[:3, :3].astype(np.float32), T[:3, 3].astype(np.float32)
+    W = np.empty_like(P)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for a in range(3):
+            np.multiply(R[a, 0], P[0], out=W[a])
+            W[a] += R[a, 1] * P[1]
+            W[a] += R[a, 2] * P[2]
+            W[a] += t[a]
+    return W
 
 
 @dataclass
@@ -250,14 +262,7 @@ class SceneMap:
         if self.max_range is not None:
             with np.errstate(invalid="ignore", over="ignore"):
                 keep &= (P[0] * P[0] + P[1] * P[1]) + P[2] * P[2] <= np.float32(self.max_range) ** 2
-        R, t = T[:3, :3].astype(np.float32), T[:3, 3].astype(np.float32)
-        with np.errstate(invalid="ignore", over="ignore"):  # elementwise, no FMA: as the kernel
-            W = np.empty_like(P)
-            for a in range(3):
-                W[a] = R[a, 0] * P[0]
-                W[a] += R[a, 1] * P[1]
-                W[a] += R[a, 2] * P[2]
-                W[a] += t[a]
+        W = _transform_rows(P, T)
         if self.crop_min is not None:
             lo, hi = self.crop_min.astype(np.float32)[:, None], self.crop_max.astype(np.float32)[:, None]
             with np.errstate(invalid="ignore"):
