@@ -1,10 +1,13 @@
 """``uniseg3d_node``: the ROS 2 glue around the scene map and the inference engine.
 
-Threading: a MultiThreadedExecutor runs three callback groups. Sensor callbacks (clouds,
+Threading: a MultiThreadedExecutor runs four callback groups. Sensor callbacks (clouds,
 RGB-D, poses) share one mutually exclusive group and only decode + fuse into the map
-(under a lock); services and the auto-segment timer share another, so inference never
-blocks sensor input; publishing timers (map cloud, stats) have a third. Queues are
-bounded everywhere (QoS depth, RGB-D sync buffer, pose buffer, map capacity).
+(under a lock); heavy services (segment, save/clear map) and the auto-segment timer share
+another, so inference never blocks sensor input; the light queries (refer, open_vocab,
+interactive) share a reentrant group and never wait behind a segment: the engine answers
+them from its last finished encoding while a new one is built (InferenceEngine docstring);
+publishing timers (map cloud, stats) have the fourth. Queues are bounded everywhere (QoS
+depth, RGB-D sync buffer, pose buffer, map capacity).
 
 Service handlers: services.py. Topics, services and parameters: docs/ros_node.md. Logic
 lives in the tested pure modules (params, frames, rgbd_sync, engine, results, markers, scene_map,
@@ -23,7 +26,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import PoseStamped
 from nav_msgs.msg import Odometry
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -53,6 +56,8 @@ from uniseg3d_ros.node.markers import build_markers, to_marker_array
 from uniseg3d_ros.node.services import ServiceHandlers
 
 NODE_NAME = "uniseg3d_node"
+#: services in the reentrant query group: they never wait for a running encode (see InferenceEngine)
+LIGHT_SERVICES = ("refer", "open_vocab", "interactive")
 #: counters always present in ~/stats (others appear when first counted)
 COUNTERS = (
     "clouds",
@@ -92,6 +97,8 @@ class UniSeg3DNode(ServiceHandlers, Node):
         self.sensor_group = MutuallyExclusiveCallbackGroup()
         self.service_group = MutuallyExclusiveCallbackGroup()
         self.output_group = MutuallyExclusiveCallbackGroup()
+        # light queries (answered from the cached encoding) run concurrently, never behind a segment
+        self.query_group = ReentrantCallbackGroup()
 
         tf_lookup = None
         if p.pose_source in ("auto", "tf"):
@@ -169,9 +176,8 @@ class UniSeg3DNode(ServiceHandlers, Node):
             (Trigger, "clear_map", self._srv_clear_map),
         ]
         for srv_type, name, handler in services:
-            self.create_service(
-                srv_type, f"~/{name}", self._guard(srv_type, handler), callback_group=self.service_group
-            )
+            group = self.query_group if name in LIGHT_SERVICES else self.service_group
+            self.create_service(srv_type, f"~/{name}", self._guard(srv_type, handler), callback_group=group)
 
         if p.auto_segment_period > 0:
             self.create_timer(p.auto_segment_period, self._auto_segment, callback_group=self.service_group)
@@ -208,6 +214,7 @@ class UniSeg3DNode(ServiceHandlers, Node):
             pose_source=self.resolver.active_source(),
             model_loaded=self.engine is not None,
             encodes=self.engine.encode_count if self.engine is not None else 0,
+            encoding_version=(self.engine.building or (-1,))[0] if self.engine is not None else -1,
         )
         return out
 
@@ -358,7 +365,7 @@ def main(args: list[str] | None = None) -> None:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
         rclpy.try_shutdown()
         raise SystemExit(2) from exc
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = MultiThreadedExecutor(num_threads=6)  # sensor, output, heavy services + light queries
     executor.add_node(node)
     try:
         executor.spin()
