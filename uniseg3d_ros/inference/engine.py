@@ -45,7 +45,12 @@ class EngineConfig:
     nms_iou: float = 0.5
     max_click_distance: float = 0.2
     min_points: int = 10
-    superpoint_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: ``segment_points`` options for fused maps: a 4 cm graph (ScanNet's mesh spacing, not the
+    #: 2 cm map voxels) and a hard bound, so S stays in ScanNet's range whatever the cloud's
+    #: density or noise (bench/bench_segment_scale.py); the decoder is quadratic in S
+    superpoint_kwargs: dict[str, Any] = field(
+        default_factory=lambda: {"voxel_size": 0.04, "max_superpoints": 1000}
+    )
 
 
 @dataclass
