@@ -75,101 +75,133 @@ def _rehash(tkeys, tgroup, new_cap):
     return nkeys, ngroup, shift
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _world(points, i, R, t):
+    """Point i in the fixed frame, float32, ``(R0 x + R1 y) + R2 z + t`` (no fused multiply-add)."""
+    x = np.float32(points[i, 0])
+    y = np.float32(points[i, 1])
+    z = np.float32(points[i, 2])
+    wx = ((R[0, 0] * x + R[0, 1] * y) + R[0, 2] * z) + t[0]
+    wy = ((R[1, 0] * x + R[1, 1] * y) + R[1, 2] * z) + t[1]
+    wz = ((R[2, 0] * x + R[2, 1] * y) + R[2, 2] * z) + t[2]
+    return x, y, z, wx, wy, wz
+
+
 @njit(cache=True, nogil=True)
-def _group_pass(points, colors, has_colors, is_uint8, R, t, inv_voxel, range2, use_range, lo, hi, use_crop,
-                start, tkeys, tgroup, shift, keys, counts, psum, csum, state):
-    """Points ``start``.. into the batch table until the table is half full. state[0] = voxels so
-    far (u), state[1] += points beyond the key extent. Returns the index of the first point not
-    done (n when finished). The arrays never change inside the loop (growing is the caller's)."""
-    n = points.shape[0]
-    rows = keys.shape[0]
-    mask = tkeys.shape[0] - 1
-    u = state[0]
-    dropped = 0
-    prev_key = np.int64(-1)
-    prev_g = 0
-    r00, r01, r02 = R[0, 0], R[0, 1], R[0, 2]
-    r10, r11, r12 = R[1, 0], R[1, 1], R[1, 2]
-    r20, r21, r22 = R[2, 0], R[2, 1], R[2, 2]
-    t0, t1, t2 = t[0], t[1], t[2]
+def _key_pass(points, R, t, inv_voxel, range2, use_range, lo, hi, use_crop, out):
+    """Phase 1, branch-light: out[i] = packed voxel key of point i, -1 if filtered (NaN, range,
+    crop), -2 if beyond the key extent. Returns the number of -2."""
     fmin, fmax = np.float32(COORD_MIN), np.float32(COORD_MAX + 1)
-    i = start
-    while i < n:
-        x = np.float32(points[i, 0])
-        y = np.float32(points[i, 1])
-        z = np.float32(points[i, 2])
-        i += 1
+    dropped = 0
+    for i in range(points.shape[0]):
+        x, y, z, wx, wy, wz = _world(points, i, R, t)
         if (x - x) != 0 or (y - y) != 0 or (z - z) != 0:  # NaN or inf (cheaper than isfinite)
+            out[i] = -1
             continue
         if use_range and not ((x * x + y * y) + z * z <= range2):
+            out[i] = -1
             continue
-        wx = ((r00 * x + r01 * y) + r02 * z) + t0
-        wy = ((r10 * x + r11 * y) + r12 * z) + t1
-        wz = ((r20 * x + r21 * y) + r22 * z) + t2
         if use_crop and not (lo[0] <= wx <= hi[0] and lo[1] <= wy <= hi[1] and lo[2] <= wz <= hi[2]):
+            out[i] = -1
             continue
         vx = wx * inv_voxel
         vy = wy * inv_voxel
         vz = wz * inv_voxel
         # floor(v) in [COORD_MIN, COORD_MAX]  <=>  COORD_MIN <= v < COORD_MAX + 1 (NaN fails too)
         if not (fmin <= vx < fmax and fmin <= vy < fmax and fmin <= vz < fmax):
+            out[i] = -2
             dropped += 1
             continue
-        # floor as truncation of a non-negative float64 (exact: v + 2**20 >= 0 and float32 v fits
-        # float64 with room to spare); libm's floorf call costs more than the rest of the loop
+        # floor as truncation of a non-negative float64 (exact: v + 2**20 >= 0 and a float32 fits
+        # a float64 with room to spare); libm's floorf call costs more than the rest of the loop
         ix = np.int64(np.float64(vx) + _OFF)
         iy = np.int64(np.float64(vy) + _OFF)
         iz = np.int64(np.float64(vz) + _OFF)
-        key = (ix << _SHIFT2) | (iy << KEY_BITS) | iz  # ix = floor(vx) + KEY_OFFSET
+        out[i] = (ix << _SHIFT2) | (iy << KEY_BITS) | iz  # ix = floor(vx) + KEY_OFFSET
+    return dropped
+
+
+@njit(cache=True, nogil=True)
+def _table_pass(pkeys, start, tkeys, tgroup, shift, keys, group, state):
+    """Phase 2: group id of every point (``group[i]``, -1 if filtered) through the batch table,
+    with a "same voxel as the previous point" shortcut. Stops when the table is half full and
+    returns the index to resume from (n when done); state[0] = voxels so far."""
+    n = pkeys.shape[0]
+    rows = keys.shape[0]
+    mask = tkeys.shape[0] - 1
+    u = state[0]
+    prev_key = np.int64(-3)
+    prev_g = 0
+    for i in range(start, n):
+        key = pkeys[i]
         if key == prev_key:
-            g = prev_g
-        else:
-            j = _slot(key, shift)
-            while True:
-                k = tkeys[j]
-                if k == key:
-                    g = tgroup[j]
-                    break
-                if k == _EMPTY:
-                    if u >= rows:  # table half full: hand back, the caller grows it
-                        state[0] = u
-                        state[1] += dropped
-                        return i - 1
-                    tkeys[j] = key
-                    tgroup[j] = u
-                    keys[u] = key
-                    g = u
-                    u += 1
-                    break
-                j = (j + 1) & mask
-            prev_key = key
-            prev_g = g
+            group[i] = prev_g
+            continue
+        if key < 0:
+            group[i] = -1
+            continue
+        j = _slot(key, shift)
+        while True:
+            k = tkeys[j]
+            if k == key:
+                g = tgroup[j]
+                break
+            if k == _EMPTY:
+                if u >= rows:  # table half full: hand back, the caller grows it
+                    state[0] = u
+                    return i
+                tkeys[j] = key
+                tgroup[j] = u
+                keys[u] = key
+                g = u
+                u += 1
+                break
+            j = (j + 1) & mask
+        group[i] = g
+        prev_key = key
+        prev_g = g
+    state[0] = u
+    return n
+
+
+@njit(cache=True, nogil=True)
+def _sum_pass(points, colors, has_colors, raw, R, t, group, counts, psum, csum):
+    """Phase 3: float64 sums per group, added in point order (as ``np.bincount``: bit-identical)."""
+    for i in range(points.shape[0]):
+        g = group[i]
+        if g < 0:
+            continue
+        _, _, _, wx, wy, wz = _world(points, i, R, t)
         counts[g] += 1
         psum[g, 0] += np.float64(wx)
         psum[g, 1] += np.float64(wy)
         psum[g, 2] += np.float64(wz)
         if has_colors:
-            for a in range(3):
-                c = colors[i - 1, a]
-                if is_uint8:
-                    csum[g, a] += np.float64(c)
-                else:
-                    if c != c:
-                        c = 0.5
-                    elif c < 0:
-                        c = 0.0
-                    elif c > 1:
-                        c = 1.0
-                    csum[g, a] += np.float64(c)
-    state[0] = u
-    state[1] += dropped
-    return n
+            csum[g, 0] += _color(colors[i, 0], raw)
+            csum[g, 1] += _color(colors[i, 1], raw)
+            csum[g, 2] += _color(colors[i, 2], raw)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _color(c, raw):
+    """One colour value as summed: as is (uint8, or clean floats), else NaN -> 0.5, clipped to [0, 1]
+    in its own dtype."""
+    if not raw:
+        if c != c:
+            c = 0.5
+        elif c < 0:
+            c = 0.0
+        elif c > 1:
+            c = 1.0
+    return np.float64(c)
 
 
 @njit(cache=True, nogil=True)
-def _group_kernel(points, colors, has_colors, is_uint8, R, t, inv_voxel, range2, use_range, lo, hi,
+def _group_kernel(points, colors, has_colors, raw, R, t, inv_voxel, range2, use_range, lo, hi,
                   use_crop, cap_hint):
     n = points.shape[0]
+    pkeys = np.empty(n, np.int64)
+    dropped = _key_pass(points, R, t, inv_voxel, range2, use_range, lo, hi, use_crop, pkeys)
     cap = 1024
     while cap < 2 * cap_hint:
         cap *= 2
@@ -179,39 +211,28 @@ def _group_kernel(points, colors, has_colors, is_uint8, R, t, inv_voxel, range2,
     shift = 64 - bits
     tkeys = np.full(cap, _EMPTY, np.int64)
     tgroup = np.empty(cap, np.int32)
-    rows = cap // 2
-    keys = np.empty(rows, np.int64)
-    counts = np.zeros(rows, np.int64)
-    psum = np.zeros((rows, 3), np.float64)
-    csum = np.zeros((rows, 3), np.float64)
-    state = np.zeros(2, np.int64)
+    keys = np.empty(cap // 2, np.int64)
+    group = np.empty(n, np.int32)
+    state = np.zeros(1, np.int64)
     i = 0
     while True:
-        i = _group_pass(points, colors, has_colors, is_uint8, R, t, inv_voxel, range2, use_range, lo, hi,
-                        use_crop, i, tkeys, tgroup, shift, keys, counts, psum, csum, state)
+        i = _table_pass(pkeys, i, tkeys, tgroup, shift, keys, group, state)
         if i >= n:
             break
         cap *= 2
         tkeys, tgroup, shift = _rehash(tkeys, tgroup, cap)
-        rows = cap // 2
-        keys = _grow1(keys, rows)
-        counts = _grow1(counts, rows)
-        psum = _grow2(psum, rows)
-        csum = _grow2(csum, rows)
+        keys = _grow1(keys, cap // 2)
     u = state[0]
-    return keys[:u], counts[:u], psum[:u], csum[:u], state[1]
+    counts = np.zeros(u, np.int64)
+    psum = np.zeros((u, 3), np.float64)
+    csum = np.zeros((u, 3), np.float64)
+    _sum_pass(points, colors, has_colors, raw, R, t, group, counts, psum, csum)
+    return keys[:u], counts, psum, csum, dropped
 
 
 @njit(cache=True, nogil=True)
 def _grow1(a, rows):
     out = np.zeros(rows, a.dtype)
-    out[: a.shape[0]] = a
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _grow2(a, rows):
-    out = np.zeros((rows, a.shape[1]), a.dtype)
     out[: a.shape[0]] = a
     return out
 
@@ -234,8 +255,12 @@ def group_batch_numba(points, colors, R, t, inv_voxel, max_range, crop_min, crop
     hi = np.asarray(crop_max if use_crop else np.zeros(3), np.float32)
     use_range = max_range is not None
     range2 = np.float32(max_range) ** 2 if use_range else np.float32(0)
+    raw = is_uint8
+    if has_colors and not is_uint8:
+        lo_c, hi_c = cols.min(), cols.max()  # NaN propagates: not raw
+        raw = bool(lo_c >= 0.0 and hi_c <= 1.0)
     keys, counts, psum, csum, dropped = _group_kernel(
-        pts, cols, has_colors, is_uint8, np.asarray(R, np.float32), np.asarray(t, np.float32),
+        pts, cols, has_colors, raw, np.asarray(R, np.float32), np.asarray(t, np.float32),
         np.float32(inv_voxel), np.float32(range2), use_range, lo, hi, use_crop, int(cap_hint),
     )
     if not has_colors:
