@@ -19,7 +19,7 @@ All geometry in the map frame, metres; ``point_indices`` index the rows of the f
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -179,10 +179,16 @@ class TiledEngine:
         res = self.engine.segment(sub, thr)
         if not res.success:
             raise RuntimeError(f"tile {key}: {res.message}")
-        return TileResult(key, rows, [rows[i.point_indices] for i in res.instances],
-                          [int(i.class_id) for i in res.instances], [float(i.score) for i in res.instances],
-                          [i.label for i in res.instances], np.asarray(res.semantic, np.int64), fp,
-                          self.engine._prep, sub)
+        # what prompted queries need later, slimmed: the prompt-free pass's final layer only, and the
+        # entry's own point / colour copies as the tile's snapshot (no second copy)
+        entry = self.engine._prep
+        entry.base_out = replace(entry.base_out, layers=[entry.base_out.final])
+        kept = replace(sub, points=entry.scene.points, colors=entry.scene.colors, counts=sub.counts[:0],
+                       last_seen=sub.last_seen[:0], keys=sub.keys[:0])
+        insts = res.instances
+        return TileResult(key, rows, [rows[i.point_indices] for i in insts], [int(i.class_id) for i in insts],
+                          [float(i.score) for i in insts], [i.label for i in insts],
+                          np.asarray(res.semantic, np.int64), fp, entry, kept)
 
     def _ask(self, tile: TileResult, fn: Any) -> QueryResult:
         self.engine._prep = tile.entry  # the tile's cache entry: the query costs a decoder pass
