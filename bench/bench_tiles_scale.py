@@ -8,7 +8,8 @@ cache. Peak memory: the process's peak RSS (``ru_maxrss``) minus the RSS after t
 (what segmenting added), the RSS kept after it (per-tile caches for the next queries), and the
 map's own ``SceneMap.nbytes``.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_tiles_scale.py      # ~3-5 min on 2 loaded cores
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_tiles_scale.py                  # bounded memory
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_tiles_scale.py --keep-entries   # fast prompted queries
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def apartment(target_voxels: int):
     return m
 
 
-def one(size: int) -> dict:
+def one(size: int, keep: bool) -> dict:
     import torch
 
     from uniseg3d_ros.inference.engine import load_engine
@@ -68,7 +69,7 @@ def one(size: int) -> dict:
     m = apartment(size)
     snap = m.snapshot()
     base = rss_mb()
-    tiled = TiledEngine(engine, TileConfig(tile_size=6.0, overlap=1.0))
+    tiled = TiledEngine(engine, TileConfig(tile_size=6.0, overlap=1.0, keep_entries=keep))
     t = time.perf_counter()
     res = tiled.segment(snap)
     seconds = time.perf_counter() - t
@@ -87,20 +88,24 @@ def one(size: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="150000,500000,1500000,3000000")
+    ap.add_argument("--keep-entries", action="store_true",
+                    help="keep every tile's engine entry (fast refer/clicks, memory grows with the map)")
     ap.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one(args.one)))
+        print(json.dumps(one(args.one, args.keep_entries)))
         return
-    print(f"tiled segment, 6 m tiles + 1 m overlap, shipped model, OMP_NUM_THREADS="
+    print(f"tiled segment, 6 m tiles + 1 m overlap, keep_entries={args.keep_entries}, shipped model, "
+          f"OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS')}, load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
     head = (f"{'voxels':>10} {'tiles':>6} {'segment s':>10} {'s/Mvoxel':>9} {'peak +MB':>9} "
             f"{'kept +MB':>9} {'map MB':>7} {'instances':>9} | {'after 1 frame: s, tiles re-encoded':>34}")
     print(head)
     print("-" * len(head))
     for size in [int(s) for s in args.sizes.split(",")]:
-        out = subprocess.run([sys.executable, __file__, "--one", str(size)], capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        cmd = [sys.executable, __file__, "--one", str(size)]
+        cmd += ["--keep-entries"] if args.keep_entries else []
+        out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         if out.returncode:
             print(f"{size}: failed\n{out.stderr[-2000:]}")
             continue

@@ -88,7 +88,10 @@ def test_a_new_frame_re_encodes_only_the_tiles_it_touched(tiled, room):
         assert inst.point_indices.max() < len(snap.points)
 
 
-def test_refer_and_clicks_search_all_tiles(tiled, room):
+@pytest.mark.parametrize("keep", [True, False], ids=["kept_entries", "bounded_memory"])
+def test_refer_and_clicks_search_all_tiles(tiled, room, keep):
+    tiled.cfg.keep_entries = keep
+    tiled.tiles = {}
     m = SceneMap(0.02)
     m.integrate(room.points, room.colors, np.eye(4), stamp=1.0)
     snap = m.snapshot()

@@ -38,6 +38,10 @@ class TileConfig:
     overlap: float = 1.0  # metres of neighbour context on each side
     merge_fraction: float = 0.5  # share of the smaller instance's common-region points to merge
     min_points: int = 200  # tiles with fewer points are skipped
+    #: keep each tile's engine entry (encoding, final decoder layer, KD-tree; ~400 B per tile point)
+    #: so refer / clicks cost a decoder pass; False bounds memory by one tile, and a prompted query
+    #: re-encodes the tiles it asks
+    keep_entries: bool = True
 
 
 @dataclass
@@ -181,25 +185,33 @@ class TiledEngine:
             raise RuntimeError(f"tile {key}: {res.message}")
         # what prompted queries need later, slimmed: the prompt-free pass's final layer only, and the
         # entry's own point / colour copies as the tile's snapshot (no second copy)
-        entry = self.engine._prep
-        entry.base_out = replace(entry.base_out, layers=[entry.base_out.final])
-        kept = replace(sub, points=entry.scene.points, colors=entry.scene.colors, counts=sub.counts[:0],
-                       last_seen=sub.last_seen[:0], keys=sub.keys[:0])
+        entry, kept = None, None
+        if self.cfg.keep_entries:
+            entry = self.engine._prep
+            entry.base_out = replace(entry.base_out, layers=[entry.base_out.final])
+            kept = replace(sub, points=entry.scene.points, colors=entry.scene.colors, counts=sub.counts[:0],
+                           last_seen=sub.last_seen[:0], keys=sub.keys[:0])
+        else:
+            self.engine.invalidate()  # memory bounded by one tile: drop the entry
         insts = res.instances
         return TileResult(key, rows, [rows[i.point_indices] for i in insts], [int(i.class_id) for i in insts],
                           [float(i.score) for i in insts], [i.label for i in insts],
                           np.asarray(res.semantic, np.int64), fp, entry, kept)
 
-    def _ask(self, tile: TileResult, fn: Any) -> QueryResult:
-        self.engine._prep = tile.entry  # the tile's cache entry: the query costs a decoder pass
-        res = fn(tile.snapshot)
+    def _ask(self, snapshot: Any, tile: TileResult, fn: Any) -> QueryResult:
+        if tile.entry is None:  # keep_entries=False: encode the tile again (its rows of ``snapshot``)
+            res = fn(self._tile_snapshot(snapshot, tile.rows))
+        else:
+            self.engine._prep = tile.entry  # the tile's cache entry: the query costs a decoder pass
+            res = fn(tile.snapshot)
         for inst in res.instances:
             inst.point_indices = tile.rows[inst.point_indices]
         return res
 
     def refer(self, snapshot: Any, text: str) -> QueryResult:
         """The best-scored referring mask over all tiles (call :meth:`segment` first)."""
-        answers = [self._ask(t, lambda s: self.engine.refer(s, text, 1)) for t in self.tiles.values()]
+        ask = lambda s: self.engine.refer(s, text, 1)  # noqa: E731
+        answers = [self._ask(snapshot, t, ask) for t in self.tiles.values()]
         answers = [a for a in answers if a.success and a.instances]
         if not answers:
             return QueryResult.failure("no tile answered: segment the map first", "refer")
@@ -216,7 +228,7 @@ class TiledEngine:
             tile = self.tiles.get(key)
             if tile is None:
                 return QueryResult.failure(f"clicks[{k}] lies in no segmented tile", "interactive")
-            res = self._ask(tile, lambda s, c=c: self.engine.interactive(s, c[None]))
+            res = self._ask(snapshot, tile, lambda s, c=c: self.engine.interactive(s, c[None]))
             if not res.success:
                 return res
             inst = res.instances[0]

@@ -21,6 +21,7 @@ Colour rules (both backends): uint8 -> summed as integers, divided by 255 after 
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -48,6 +49,8 @@ _EMPTY = -1
 _GOLD = int(_GOLDEN)
 _SHIFT2 = 2 * KEY_BITS
 _OFF = float(KEY_OFFSET)
+#: per-thread scratch of the group step (point keys, group ids), grown to the largest batch seen
+_SCRATCH = threading.local()
 
 
 @njit(cache=True, nogil=True)
@@ -198,9 +201,9 @@ def _color(c, raw):
 
 @njit(cache=True, nogil=True)
 def _group_kernel(points, colors, has_colors, raw, R, t, inv_voxel, range2, use_range, lo, hi,
-                  use_crop, cap_hint):
+                  use_crop, cap_hint, scratch_keys, scratch_group):
     n = points.shape[0]
-    pkeys = np.empty(n, np.int64)
+    pkeys = scratch_keys[:n]  # reused across batches: no fresh pages to fault in per frame
     dropped = _key_pass(points, R, t, inv_voxel, range2, use_range, lo, hi, use_crop, pkeys)
     cap = 1024
     while cap < 2 * cap_hint:
@@ -212,7 +215,7 @@ def _group_kernel(points, colors, has_colors, raw, R, t, inv_voxel, range2, use_
     tkeys = np.full(cap, _EMPTY, np.int64)
     tgroup = np.empty(cap, np.int32)
     keys = np.empty(cap // 2, np.int64)
-    group = np.empty(n, np.int32)
+    group = scratch_group[:n]
     state = np.zeros(1, np.int64)
     i = 0
     while True:
@@ -255,13 +258,14 @@ def group_batch_numba(points, colors, R, t, inv_voxel, max_range, crop_min, crop
     hi = np.asarray(crop_max if use_crop else np.zeros(3), np.float32)
     use_range = max_range is not None
     range2 = np.float32(max_range) ** 2 if use_range else np.float32(0)
-    raw = is_uint8
-    if has_colors and not is_uint8:
-        lo_c, hi_c = cols.min(), cols.max()  # NaN propagates: not raw
-        raw = bool(lo_c >= 0.0 and hi_c <= 1.0)
+    raw = is_uint8  # float colours always go through the (well-predicted) NaN / clip branches
+    n = pts.shape[0]
+    scratch = getattr(_SCRATCH, "arrays", None)
+    if scratch is None or scratch[0].shape[0] < n:
+        scratch = _SCRATCH.arrays = (np.empty(n, np.int64), np.empty(n, np.int32))
     keys, counts, psum, csum, dropped = _group_kernel(
         pts, cols, has_colors, raw, np.asarray(R, np.float32), np.asarray(t, np.float32),
-        np.float32(inv_voxel), np.float32(range2), use_range, lo, hi, use_crop, int(cap_hint),
+        np.float32(inv_voxel), np.float32(range2), use_range, lo, hi, use_crop, int(cap_hint), *scratch,
     )
     if not has_colors:
         csum = counts[:, None] * 0.5 * np.ones((1, 3))
