@@ -79,6 +79,7 @@ def purity(segments: np.ndarray, labels: np.ndarray) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--kinds", default="dense,lidar,noisy")
+    ap.add_argument("--sweep", default="300,600,1200,2400,4800", help="bounds for the S sweep ('' = none)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     engine = load_engine("")
@@ -89,7 +90,7 @@ def main() -> None:
             f"{'S new':>6}{'sp s':>6}{'purity':>7} | {'segment s (old S)':>17} | {'segment s (new)':>15}")
     print(head)
     print("-" * len(head))
-    for kind in args.kinds.split(","):
+    for kind in [k for k in args.kinds.split(",") if k]:
         pts, cols, inst = cloud(kind)
         snap, votes = fused(pts, cols, inst)
         p, c = np.array(snap.points), np.array(snap.colors)
@@ -112,6 +113,24 @@ def main() -> None:
         print(f"{kind:<7}{len(pts):>9,}{len(snap):>9,} | {old.max() + 1:>6}{t_old:>6.2f}"
               f"{purity(old, votes):>7.3f} | {new.max() + 1:>6}{t_new:>6.2f}{purity(new, votes):>7.3f} | "
               f"{seg_old:>17.2f} | {seg_new:>15.2f}")
+    if args.sweep:
+        sweep(engine, [int(b) for b in args.sweep.split(",")])
+
+
+def sweep(engine, budgets: list[int]) -> None:
+    """``segment`` time against the superpoint count on one map (the dense room): the bound varies."""
+    pts, cols, inst = cloud("dense")
+    snap, _ = fused(pts, cols, inst)
+    print(f"\nsegment time against superpoints S (dense room, {len(snap):,} voxels, 2 cm graph, "
+          "max_superpoints varied)")
+    print(f"{'max_superpoints':>15} {'S':>6} {'segment s':>10}")
+    for budget in budgets:
+        engine.cfg.superpoint_kwargs = {"voxel_size": 0.02, "max_superpoints": budget}
+        engine.invalidate()
+        t = time.perf_counter()
+        assert engine.segment(snap).success
+        seconds = time.perf_counter() - t
+        print(f"{budget:>15} {engine._prep.encodings[0].num_superpoints:>6} {seconds:>10.2f}")
 
 
 if __name__ == "__main__":
