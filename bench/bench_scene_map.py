@@ -15,7 +15,8 @@ process, already transformed into the map frame (transforming is NOT charged to 
 
 Memory: tracemalloc peak (numpy allocations) while integrating the frames, and ``SceneMap.nbytes``.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_scene_map.py            # default, < 2 min
+    OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 .venv/bin/python bench/bench_scene_map.py   # default, < 2 min
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_scene_map.py --kernel-only          # kernel vs Open3D
     .venv/bin/python bench/bench_scene_map.py --sizes 0 --frames 4 --repeats 1   # quick look
 """
 
@@ -139,6 +140,41 @@ def bench_o3d_batch(world_frames, repeats: int) -> dict:
     return {"wall": 1e3 * med(total_w) / n, "cpu": 1e3 * med(total_c) / n, "vds_cpu": 1e3 * med(vds_c) / n}
 
 
+def bench_kernel(frames, world, repeats: int) -> None:
+    """Per 640x480 frame, same frames, same process, one thread: SceneMap.integrate with the compiled
+    kernels and with the numpy twin (steady state: the room already in the map), against Open3D's bare
+    ``voxel_down_sample`` of the frame (already in the map frame, already an Open3D cloud: conversion
+    NOT charged), and a one-pass memory bound (reading the frame's points and colors once)."""
+    maps = {b: SceneMap(VOXEL, backend=b) for b in ("numba", "numpy")}
+    for m in maps.values():
+        for i, (pts, cols, pose) in enumerate(frames):
+            m.integrate(pts, cols, pose, stamp=float(i))
+    times: dict[str, list[float]] = {"numba": [], "numpy": [], "o3d": [], "pass": []}
+    clouds = [to_o3d(p, c) for p, c in world]
+    for _ in range(max(3, repeats)):
+        for i, (pts, cols, pose) in enumerate(frames):
+            for b, m in maps.items():
+                with Timer() as t:
+                    m.integrate(pts, cols, pose, stamp=float(i))
+                times[b].append(t.cpu)
+            with Timer() as t:
+                clouds[i].voxel_down_sample(VOXEL)
+            times["o3d"].append(t.cpu)
+            with Timer() as t:
+                for _ in range(10):  # one read of points + colors (np.add.reduce streams the bytes)
+                    np.add.reduce(pts, axis=None)
+                    np.add.reduce(cols, axis=None)
+            times["pass"].append(t.cpu / 10)
+    med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    nbytes = frames[0][0].nbytes + frames[0][1].nbytes
+    print(f"\nfusion kernel, {len(frames[0][0])} points/frame ({nbytes / 1e6:.1f} MB of points + colors), "
+          f"medians of {len(times['o3d'])} frames, ms CPU:")
+    print(f"  SceneMap.integrate numba {med['numba']:.2f} | numpy twin {med['numpy']:.2f} | "
+          f"Open3D voxel_down_sample alone {med['o3d']:.2f} | o3d/numba {med['o3d'] / med['numba']:.2f}x")
+    print(f"  one pass over the frame (memory bound) {med['pass']:.2f} ms = "
+          f"{nbytes / med['pass'] / 1e6:.1f} GB/s; numba is {med['numba'] / med['pass']:.0f}x the bound")
+
+
 def bench_codec(frame, repeats: int) -> None:
     """PointCloud2 decode / encode of one frame as an organized 640x480 x y z rgb cloud (NaN = no depth)."""
     pts, cols, _ = frame
@@ -165,6 +201,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=8)
     ap.add_argument("--sizes", default="0,200000,1000000,2000000", help="pre-filled map sizes (voxels)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--kernel-only", action="store_true", help="only the fusion-kernel comparison")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
@@ -175,6 +212,9 @@ def main() -> None:
     print(f"frames: {len(frames)} x 640x480, median {int(np.median(n_pts))} points/frame, voxel {VOXEL} m, "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, cpus={os.cpu_count()}, "
           f"load avg {os.getloadavg()[0]:.1f}")
+    bench_kernel(frames, world, args.repeats)
+    if args.kernel_only:
+        return
     batch = bench_o3d_batch(world, args.repeats)
     print(f"o3d batch reference (all frames concatenated, conversion included): {batch['cpu']:.1f} ms CPU "
           f"({batch['wall']:.1f} wall) per frame; voxel_down_sample alone {batch['vds_cpu']:.1f} ms CPU\n")

@@ -192,3 +192,16 @@ def test_our_configs_keep_their_architecture_and_protocol():
     assert model.class_prototypes is None and not hasattr(model.decoder, "head")
     with pytest.raises(ValueError, match="heads"):
         ModelConfig(heads="mine")
+
+
+def test_classify_rescores_the_official_heads_like_a_decode_with_that_vocabulary(official_model):
+    scene = _scene(seed=4)
+    enc = official_model.encode([scene])
+    with torch.no_grad():
+        base = official_model.decode(enc, [scene])[0]
+        vocab = ("chair", "wall", "lamp")
+        direct = official_model.decode(enc, [SceneSample(scene.points, scene.colors, scene.superpoints,
+                                                          vocabulary=list(vocab))])[0]
+        rescored = official_model.classify(enc[0], base, vocab)
+    assert torch.allclose(rescored.final.class_logits, direct.final.class_logits, atol=1e-5)
+    assert torch.equal(rescored.final.masks, direct.final.masks)

@@ -213,4 +213,5 @@ class UnifiedDecoder(nn.Module):
             q = layer(q, kv, self.attention_mask(pred.masks), self_mask)
             pred = self.heads(q, cache.mask_feats, class_embeddings, thing, final=i == last - 1)
             out.append(pred)
+        out[-1].queries = q  # the heads' input, for UniSeg3D.classify (re-scoring a vocabulary)
         return out

@@ -85,6 +85,10 @@ class LayerPrediction:
                   background column (always 0, the zero background prototype)
     iou:          (Q,) or None. Official heads only, every layer: the raw IoU head
                   (``pred_iou_proj`` on the normalised query, no sigmoid)
+    queries:      (Q, d) the decoder queries these heads read, or None; kept so that
+                  ``UniSeg3D.classify`` can re-run the heads for another vocabulary
+    class_basis:  (Q, text_dim + 1) or None, filled by ``UniSeg3D.classify``: the class logits
+                  against the identity basis of the text space (+ "no object")
     """
 
     masks: torch.Tensor
@@ -93,6 +97,8 @@ class LayerPrediction:
     embeddings: torch.Tensor
     sem_logits: torch.Tensor | None = None
     iou: torch.Tensor | None = None
+    queries: torch.Tensor | None = None
+    class_basis: torch.Tensor | None = None
 
     def select(self, rows: slice | torch.Tensor) -> LayerPrediction:
         values = (getattr(self, f.name) for f in fields(self))

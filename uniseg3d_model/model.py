@@ -330,6 +330,60 @@ class UniSeg3D(nn.Module):
             raise ValueError(f"got {len(encodings)} encodings for {len(scenes)} scenes")
         return [self._decode_one(enc, scene, unified) for enc, scene in zip(encodings, scenes)]
 
+    def classify(
+        self, encoding: SceneEncoding, output: DecoderOutput, vocabulary: tuple[str, ...] | list[str]
+    ) -> DecoderOutput:
+        """Re-score a finished decoder pass against another vocabulary without re-decoding.
+
+        The decoder's queries never read the class embeddings (they only enter the heads), so
+        the heads run on ``output``'s final queries with ``vocabulary``'s embeddings give exactly
+        the final layer of ``decode`` with ``scene.vocabulary = vocabulary``.
+        encoding: the :class:`SceneEncoding` ``output`` was decoded from; output: a
+        :meth:`decode` result (its final layer carries ``queries``). Returns a DecoderOutput
+        whose ``layers`` is ``[final]`` (no auxiliary layers), ``class_logits`` (Q, V + 1).
+
+        Cost: our cosine class head is linear in the class embeddings (only the query side is
+        normalised), so the first call runs the heads once against the identity basis of the
+        text space and keeps that (Q, text_dim + 1) "class basis" on ``output.final``; every
+        vocabulary after that is one (Q, text_dim) x (text_dim, V) product. Other heads
+        (``cfg.heads != "ours"``) re-run the heads per call.
+        """
+        vocab = tuple(str(v) for v in vocabulary)
+        final = output.final
+        if final.queries is None:
+            raise ValueError("output carries no final queries: decode it with this model first")
+        class_emb = self.class_embeddings(vocab)
+        if getattr(self.cfg, "heads", "ours") == "ours":
+            if final.class_basis is None:
+                basis = torch.eye(int(self.text_encoder.dim), device=self.device)
+                final.class_basis = self._final_heads(encoding, final.queries, basis).class_logits
+            logits = torch.cat([final.class_basis[:, :-1] @ class_emb.t(), final.class_basis[:, -1:]], 1)
+            pred = dataclasses.replace(final, class_logits=logits)
+        else:
+            pred = self._final_heads(encoding, final.queries, class_emb, self._thing_mask(vocab))
+            pred.queries = final.queries
+        return dataclasses.replace(output, layers=[pred], vocabulary=vocab)
+
+    def _thing_mask(self, vocab: tuple[str, ...] | list[str]) -> torch.Tensor:
+        """(V,) bool: the classes of ``vocab`` the official instance head scores (not stuff)."""
+        return torch.tensor([name not in self.cfg.stuff_classes for name in vocab], device=self.device)
+
+    def _final_heads(
+        self,
+        encoding: SceneEncoding,
+        queries: torch.Tensor,
+        class_emb: torch.Tensor,
+        thing: torch.Tensor | None = None,
+    ):
+        """The decoder heads of the final stage on ``queries`` (Q, d) over ``encoding``'s mask
+        features; ``thing`` as :meth:`UnifiedDecoder.heads`."""
+        if encoding.device != self.device:
+            encoding = encoding.to(self.device)
+        cache = self._source_cache(encoding)
+        if cache is None:  # training / grad mode: no cached projections
+            cache = self.decoder.prepare(encoding.sp_features)
+        return self.decoder.heads(queries, cache.mask_feats, class_emb, thing, final=True)
+
     def _decode_one(self, enc: SceneEncoding, scene: SceneSample, unified: bool) -> DecoderOutput:
         dev = self.device
         if enc.num_points != scene.num_points:
@@ -371,7 +425,7 @@ class UniSeg3D(nn.Module):
             raise ValueError(f"scene {scene.scene_id!r}: nothing to decode (unified=False and no prompts)")
         queries = torch.cat(parts)
         self_mask = interaction_mask(num_unified, num_clicks + len(texts), self.cfg.isolate_prompts, dev)
-        thing = torch.tensor([name not in self.cfg.stuff_classes for name in vocab], device=dev)
+        thing = self._thing_mask(vocab)
         layers = self.decoder(feats, queries, class_emb, self_mask, self._source_cache(enc), thing)
         return DecoderOutput(
             layers=layers,

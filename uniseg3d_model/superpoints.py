@@ -199,6 +199,7 @@ def segment_points(
     k_thresh: float = 0.03,
     min_verts: int = 20,
     color_weight: float = 0.5,
+    max_superpoints: int | None = None,
 ) -> np.ndarray:
     """Over-segment a coloured point cloud (e.g. a fused online map) into superpoints.
 
@@ -209,6 +210,10 @@ def segment_points(
     pair is a graph edge with weight ``1 - |n_a . n_b| + color_weight * |c_a - c_b| / sqrt(3)``.
     Then the Felzenszwalb pass with ``k_thresh`` and the merge of segments with fewer than
     ``min_verts`` voxels, as in :func:`segment_mesh`.
+    ``max_superpoints`` bounds S whatever the density or noise (None: no bound): the minimum
+    segment size doubles from ``min_verts`` until the Felzenszwalb pass yields at most that many,
+    then segments still below it (isolated clusters with no edge to merge along) join the segment
+    of the nearest voxel of a large one, so every segment keeps >= m / max_superpoints voxels.
     Returns (N,) int64 ids in 0..S-1; points in the same voxel share a superpoint.
     """
     p = _as_float_array("points", points, 3)
@@ -222,6 +227,8 @@ def segment_points(
         raise ValueError(f"radius_voxels must be in [1, 4], got {radius_voxels}")
     if color_weight < 0 or min_verts < 0:
         raise ValueError(f"color_weight and min_verts must be >= 0, got {color_weight}, {min_verts}")
+    if max_superpoints is not None and max_superpoints < 1:
+        raise ValueError(f"max_superpoints must be >= 1 or None, got {max_superpoints}")
     if len(p) == 0:
         return np.zeros(0, dtype=np.int64)
 
@@ -254,7 +261,32 @@ def segment_points(
     w = 1.0 - np.abs(np.einsum("ij,ij->i", normals[a], normals[b]))
     w = w + color_weight * np.linalg.norm(vox_colors[a] - vox_colors[b], axis=1) / np.sqrt(3.0)
     roots = felzenszwalb_segment(m, a, b, w, float(k_thresh), int(min_verts))
-    return _relabel(roots)[point_to_voxel]
+    labels = _relabel(roots)
+    if max_superpoints is not None and labels.max() + 1 > max_superpoints:
+        labels = _bounded(m, a, b, w, float(k_thresh), int(min_verts), int(max_superpoints), centroids)
+    return labels[point_to_voxel]
+
+
+def _bounded(m: int, a, b, w, k_thresh: float, min_verts: int, budget: int, centroids) -> np.ndarray:
+    """(m,) labels with at most ``budget`` segments (see :func:`segment_points`)."""
+    from scipy.spatial import cKDTree
+
+    size = max(min_verts, 1)
+    while True:
+        size *= 2
+        labels = _relabel(felzenszwalb_segment(m, a, b, w, k_thresh, size))
+        if labels.max() + 1 <= budget or size * budget >= m:
+            break
+    floor = max(size, -(-m // budget))  # every kept segment has >= m / budget voxels
+    counts = np.bincount(labels)
+    big = counts[labels] >= floor
+    if not big.any():
+        return np.zeros(m, np.int64)
+    if not big.all():
+        xyz = np.stack(centroids, axis=1)
+        _, nearest = cKDTree(xyz[big]).query(xyz[~big])
+        labels[~big] = labels[big][nearest]
+    return _relabel(labels)
 
 
 def pool(

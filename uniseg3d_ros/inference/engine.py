@@ -13,6 +13,7 @@ snapshot (``QueryResult.points``), which are also the rows of the segmented clou
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from uniseg3d_ros.inference.results import (
 __all__ = [
     "STAGES",
     "Cancelled",
+    "EncodingBusy",
     "EngineConfig",
     "InferenceEngine",
     "InstanceInfo",
@@ -41,6 +43,8 @@ __all__ = [
 
 #: the stages of a segment run, in order, reported to ``progress`` callbacks (``segment(progress=)``)
 STAGES = ("superpoints", "backbone", "decoder", "postprocess")
+#: vocabularies whose open-vocabulary instances one map version keeps
+VOCAB_CACHE = 8
 
 
 class Cancelled(Exception):  # noqa: N818 - reads as what happened: the run was cancelled
@@ -57,7 +61,12 @@ class EngineConfig:
     nms_iou: float = 0.5
     max_click_distance: float = 0.2
     min_points: int = 10
-    superpoint_kwargs: dict[str, Any] = field(default_factory=dict)
+    #: ``segment_points`` options for fused maps: a 4 cm graph (ScanNet's mesh spacing, not the
+    #: 2 cm map voxels) and a hard bound, so S stays in ScanNet's range whatever the cloud's
+    #: density or noise (bench/bench_segment_scale.py); the decoder is quadratic in S
+    superpoint_kwargs: dict[str, Any] = field(
+        default_factory=lambda: {"voxel_size": 0.04, "max_superpoints": 1000}
+    )
 
 
 @dataclass
@@ -68,6 +77,22 @@ class _Prepared:
     tree: Any  # scipy cKDTree over scene points, built lazily
     base_out: Any = None  # decoder output without prompts (segment), built lazily
     semantic: Any = None  # (N,) int64 semantic argmax of base_out
+    vocab_preds: dict = field(default_factory=dict)  # open-vocab InstancePrediction per vocabulary
+    vocab_results: dict = field(default_factory=dict)  # instance lists per (vocabulary, threshold, cap)
+
+
+class EncodingBusy(Exception):
+    """Raised to a light query while another thread builds the cache entry of a newer map."""
+
+    def __init__(self, prep: _Prepared | None, building: tuple[int, float] | None) -> None:
+        super().__init__("encoding busy")
+        self.prep, self.building = prep, building
+
+    def reason(self) -> str:
+        if self.building is None:
+            return "the map encoding is being rebuilt; retry shortly"
+        version, age = self.building
+        return f"map version {version} is being encoded ({age:.1f} s so far); retry shortly for it"
 
 
 class InferenceEngine:
@@ -75,7 +100,11 @@ class InferenceEngine:
 
     ``model``: a UniSeg3D (``encode``/``decode``, ``class_names`` or ``cfg.class_names``);
     ``class_names``: the closed-set vocabulary (defaults to the model's, else ScanNet20).
-    Not thread-safe: the node calls it from one mutually exclusive callback group.
+    Thread-safe with a read-write discipline: a cache entry (:class:`_Prepared`) is built
+    completely by one thread under ``_build_lock`` and then published by one assignment, so
+    readers never lock. ``segment`` (heavy) waits for a running build; ``refer``,
+    ``interactive`` and ``open_vocab`` (light) never do: during another thread's build they
+    answer on the last finished entry, or say at once that the encoding is being built.
     """
 
     def __init__(
@@ -91,27 +120,64 @@ class InferenceEngine:
         self.device = device
         self.class_names = list(class_names or _model_class_names(model))
         self.notes = list(notes or [])  # e.g. "random weights" warnings, for logs and docs
-        self._prep: _Prepared | None = None
+        self._prep: _Prepared | None = None  # the last complete entry (replaced atomically)
+        self._build_lock = threading.Lock()  # one build (superpoints + encode + base decode) at a time
+        self._building: tuple[int, float] | None = None  # (version, monotonic start) of that build
         self.encode_count = 0  # how many times the backbone ran (tests check caching)
-        self._progress: Any = None  # callable(stage: str, cached: bool) during segment(progress=...)
+        # callable(stage: str, cached: bool) of the segment(progress=...) running in THIS thread
+        # (light queries in other threads share the cache but never see it)
+        self._local = threading.local()
 
     def _stage(self, name: str, cached: bool = False) -> None:
         """Report the stage about to run; the callback may raise :class:`Cancelled`."""
-        if self._progress is not None:
-            self._progress(name, cached)
+        progress = getattr(self._local, "progress", None)
+        if progress is not None:
+            progress(name, cached)
 
     # ----------------------------------------------------------------- caching
     def invalidate(self) -> None:
         self._prep = None
 
-    def _prepare(self, snapshot: Any) -> tuple[_Prepared, bool]:
-        version = int(snapshot.version)
-        if self._prep is not None and self._prep.version == version:
-            self._stage("superpoints", True)
-            self._stage("backbone", True)
-            return self._prep, True
-        import torch
+    @property
+    def building(self) -> tuple[int, float] | None:
+        """(map version, seconds since it started) of the encoding being built, or None."""
+        job = self._building
+        return None if job is None else (job[0], time.monotonic() - job[1])
 
+    def _prepare(self, snapshot: Any, wait: bool = True) -> tuple[_Prepared, bool]:
+        """The complete cache entry of ``snapshot.version``: built here when missing (one build at
+        a time, under ``_build_lock``). ``wait=False`` (light queries) does not queue behind another
+        thread's build: it raises :class:`EncodingBusy` carrying the last finished entry instead."""
+        version = int(snapshot.version)
+        prep = self._prep
+        if prep is not None and prep.version == version:
+            return self._cached(prep), True
+        if not self._build_lock.acquire(blocking=wait):
+            raise EncodingBusy(prep, self.building)
+        try:
+            prep = self._prep
+            if prep is not None and prep.version == version:
+                return self._cached(prep), True
+            self._building = (version, time.monotonic())
+            prep = self._build(snapshot, version)
+            self._prep = prep  # published only when complete: readers never see a partial entry
+            return prep, False
+        finally:
+            self._building = None
+            self._build_lock.release()
+
+    def _cached(self, prep: _Prepared) -> _Prepared:
+        for stage in STAGES[:-1]:  # superpoints, backbone, decoder: all built with the entry
+            self._stage(stage, True)
+        return prep
+
+    def _build(self, snapshot: Any, version: int) -> _Prepared:
+        """Superpoints, backbone, the prompt-free decoder pass, its semantic labels, the class basis
+        (``open_vocab`` is then a matrix product) and the click KD-tree of one map version."""
+        import torch
+        from scipy.spatial import cKDTree
+
+        from uniseg3d_model import postprocess
         from uniseg3d_model.structures import SceneSample
         from uniseg3d_model.superpoints import segment_points
 
@@ -124,8 +190,14 @@ class InferenceEngine:
         with torch.inference_mode():
             encodings = self.model.encode([scene])
         self.encode_count += 1
-        self._prep = _Prepared(version, scene, encodings, None)
-        return self._prep, False
+        prep = _Prepared(version, scene, encodings, cKDTree(points.astype(np.float64)))
+        self._stage("decoder")
+        prep.base_out, _ = self._decode(prep)
+        prep.semantic = np.asarray(postprocess.semantic(prep.base_out, prep.scene), dtype=np.int64)
+        if hasattr(self.model, "classify"):
+            with torch.inference_mode():
+                self.model.classify(prep.encodings[0], prep.base_out, self.class_names)
+        return prep
 
     def _decode(self, prep: _Prepared, unified: bool = True, **prompts: Any) -> Any:
         import torch
@@ -135,14 +207,29 @@ class InferenceEngine:
             return self.model.decode(prep.encodings, [scene], unified=unified)[0], scene
 
     def _base(self, prep: _Prepared) -> Any:
-        """The prompt-free decoder output of this map version (cached) and its per-point semantic."""
-        self._stage("decoder", prep.base_out is not None)
-        if prep.base_out is None:
-            from uniseg3d_model import postprocess
-
-            prep.base_out, _ = self._decode(prep)
-            prep.semantic = np.asarray(postprocess.semantic(prep.base_out, prep.scene), dtype=np.int64)
+        """The prompt-free decoder output of this map version (built with the entry)."""
         return prep.base_out
+
+    def _vocab_instances(self, prep: _Prepared, names: tuple[str, ...]) -> Any:
+        """Open-vocabulary instances of ``names`` on this map version: the cached final queries of
+        the prompt-free pass re-scored by ``model.classify`` (no decoder pass), cached per vocabulary
+        (the last ``VOCAB_CACHE`` ones). Models without ``classify`` decode with the vocabulary."""
+        import torch
+
+        from uniseg3d_model import postprocess
+
+        pred = prep.vocab_preds.get(names)
+        if pred is not None:
+            return pred
+        if hasattr(self.model, "classify"):
+            with torch.inference_mode():
+                out = self.model.classify(prep.encodings[0], self._base(prep), names)
+            pred = postprocess.open_vocabulary(out, prep.scene)
+        else:
+            out, scene = self._decode(prep, vocabulary=list(names))
+            pred = postprocess.open_vocabulary(out, scene)
+        _bounded_put(prep.vocab_preds, names, pred)
+        return pred
 
     def _prompted(self, prep: _Prepared, **prompts: Any) -> Any:
         """Decoder output for click/text prompts. When the model isolates prompt queries from the
@@ -166,16 +253,27 @@ class InferenceEngine:
             return default, f"score_threshold must be in [0, 1] (0 = node default), got {value}"
         return (value if value > 0 else default), ""
 
-    def _run(self, snapshot: Any, query: str, fn: Any) -> QueryResult:
+    def _run(self, snapshot: Any, query: str, fn: Any, light: bool = False) -> QueryResult:
+        """Prepare the entry and run ``fn(prep)``. Light queries never wait for another thread's
+        build: they answer on the last finished entry (the message says which version), or at once
+        that the encoding is being built when there is none yet."""
         t0 = time.perf_counter()
         reason = self._check_map(snapshot)
         if reason:
             return QueryResult.failure(reason, query)
+        note = ""
         try:
-            prep, cached = self._prepare(snapshot)
+            try:
+                prep, cached = self._prepare(snapshot, wait=not light)
+            except EncodingBusy as busy:
+                if busy.prep is None:
+                    return QueryResult.failure(busy.reason(), query)
+                prep, cached = busy.prep, True
+                note = f" (on map version {prep.version}; {busy.reason()})"
             result = fn(prep)
         except (RuntimeError, ValueError, IndexError) as exc:
             return QueryResult.failure(f"{query} inference failed: {type(exc).__name__}: {exc}", query)
+        result.message += note
         result.query, result.cached = query, cached
         result.map_version = prep.version
         result.points, result.colors = prep.scene.points, prep.scene.colors
@@ -215,11 +313,11 @@ class InferenceEngine:
                 semantic=np.asarray(pan.semantic, dtype=np.int64),
             )
 
-        self._progress = progress
+        self._local.progress = progress
         try:
             return self._run(snapshot, "segment", run)
         finally:
-            self._progress = None
+            self._local.progress = None
 
     def refer(self, snapshot: Any, text: str, top_k: int = 0) -> QueryResult:
         """Referring: the text's mask first, then up to ``top_k - 1`` instances ranked by overlap with it."""
@@ -263,7 +361,7 @@ class InferenceEngine:
             msg = f"'{text.strip()}' -> {best[0].point_count} points, score {score:.3f}"
             return QueryResult(True, msg, insts, class_names=list(self.class_names), semantic=semantic)
 
-        return self._run(snapshot, "refer", run)
+        return self._run(snapshot, "refer", run, light=True)
 
     def open_vocab(self, snapshot: Any, class_names: list[str], score_threshold: float = 0.0) -> QueryResult:
         """Open vocabulary: instances classified among ``class_names`` (any strings)."""
@@ -278,23 +376,24 @@ class InferenceEngine:
             return QueryResult.failure(err, "open_vocab")
 
         def run(prep: _Prepared) -> QueryResult:
-            from uniseg3d_model import postprocess
-
-            out, scene = self._decode(prep, vocabulary=names)
-            pred = postprocess.open_vocabulary(out, scene)
-            keep = np.flatnonzero(_np(pred.scores) >= thr)[: self.cfg.max_instances]
-            insts = instance_stats(
-                scene.points,
-                _np(pred.masks)[keep],
-                _np(pred.classes)[keep],
-                _np(pred.scores)[keep],
-                [list(pred.labels)[i] for i in keep],
-            )
+            key = (tuple(names), thr, self.cfg.max_instances)
+            insts = prep.vocab_results.get(key)
+            if insts is None:  # a repeated vocabulary reuses its instance list
+                pred, scene = self._vocab_instances(prep, tuple(names)), prep.scene
+                keep = np.flatnonzero(_np(pred.scores) >= thr)[: self.cfg.max_instances]
+                insts = instance_stats(
+                    scene.points,
+                    _np(pred.masks)[keep],
+                    _np(pred.classes)[keep],
+                    _np(pred.scores)[keep],
+                    [list(pred.labels)[i] for i in keep],
+                )
+                _bounded_put(prep.vocab_results, key, insts)
             return QueryResult(
                 True, f"{len(insts)} instances over {len(names)} classes", insts, class_names=names
             )
 
-        return self._run(snapshot, "open_vocab", run)
+        return self._run(snapshot, "open_vocab", run, light=True)
 
     def interactive(self, snapshot: Any, clicks: Any, max_click_distance: float = 0.0) -> QueryResult:
         """Clicks (K, 3) in the fixed frame -> one instance per click (id = click index)."""
@@ -317,10 +416,10 @@ class InferenceEngine:
         # distance check before any inference: a wrong click costs no model run
         from scipy.spatial import cKDTree
 
-        prep_tree = (
-            self._prep.tree if self._prep is not None and self._prep.version == snapshot.version else None
-        )
-        tree = prep_tree if prep_tree is not None else cKDTree(np.asarray(snapshot.points, dtype=np.float64))
+        # the entry this query will use: this version's, or the last one while another thread builds
+        last = self._prep
+        usable = last is not None and (last.version == snapshot.version or self._building is not None)
+        tree = last.tree if usable else cKDTree(np.asarray(snapshot.points, dtype=np.float64))
         dist, _ = tree.query(pts)
         far = np.flatnonzero(dist > limit)
         if len(far):
@@ -334,8 +433,6 @@ class InferenceEngine:
         def run(prep: _Prepared) -> QueryResult:
             from uniseg3d_model import postprocess
 
-            prep.tree = tree
-            self._base(prep)
             out, scene = self._prompted(prep, clicks=pts.astype(np.float32))
             masks = _np(postprocess.interactive(out, scene)).astype(bool)
             semantic = prep.semantic
@@ -350,7 +447,14 @@ class InferenceEngine:
                 semantic=semantic,
             )
 
-        return self._run(snapshot, "interactive", run)
+        return self._run(snapshot, "interactive", run, light=True)
+
+
+def _bounded_put(cache: dict, key: Any, value: Any) -> None:
+    """Insert into a dict used as a FIFO cache of at most ``VOCAB_CACHE`` entries."""
+    if key not in cache and len(cache) >= VOCAB_CACHE:
+        cache.pop(next(iter(cache)))
+    cache[key] = value
 
 
 def _np(x: Any) -> np.ndarray:

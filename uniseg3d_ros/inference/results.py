@@ -81,7 +81,7 @@ def instance_stats(
 ) -> list[InstanceInfo]:
     """masks (M, N) bool over ``points`` (N, 3) -> M :class:`InstanceInfo` with ids first_id.. in order.
     Empty masks get zero centroid/bounds and no indices."""
-    pts = np.asarray(points, dtype=np.float64)
+    pts = np.asarray(points)  # rows are cast to float64 per instance (no copy of the whole cloud)
     masks = np.asarray(masks, dtype=bool).reshape(-1, len(pts))
     if not (len(masks) == len(classes) == len(scores) == len(labels)):
         raise ValueError(
@@ -91,7 +91,7 @@ def instance_stats(
     out = []
     for k, mask in enumerate(masks):
         idx = np.flatnonzero(mask)
-        sel = pts[idx]
+        sel = pts[idx].astype(np.float64)
         zero = np.zeros(3)
         out.append(
             InstanceInfo(

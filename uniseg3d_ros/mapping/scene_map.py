@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from uniseg3d_ros.mapping.cloud_types import check_unit_colors
+from uniseg3d_ros.mapping.fuse_kernel import HAVE_NUMBA, group_batch_numba, lookup_numba, merge_batch_numba
 from uniseg3d_ros.mapping.voxel_hash import COORD_MAX, COORD_MIN, VoxelHashTable, group_voxels
 
 __all__ = ["MapSnapshot", "SceneMap", "transform_points"]
@@ -59,12 +60,24 @@ def check_pose(pose: np.ndarray | None, name: str = "pose") -> np.ndarray:
 
 
 def transform_points(points: np.ndarray, pose: np.ndarray) -> np.ndarray:
-    """(N, 3) points in the sensor frame -> (N, 3) float32 in the fixed frame, ``p' = R p + t``."""
-    T = np.asarray(pose)
+    """(N, 3) points in the sensor frame -> (N, 3) float32 in the fixed frame, ``p' = R p + t``,
+    with exactly the arithmetic of ``SceneMap.integrate`` (float32, ``(R0 x + R1 y) + R2 z + t``)."""
     P = np.ascontiguousarray(np.asarray(points, dtype=np.float32).T)
-    out = T[:3, :3].astype(np.float32) @ P
-    out += T[:3, 3].astype(np.float32)[:, None]
-    return np.ascontiguousarray(out.T)
+    return np.ascontiguousarray(_transform_rows(P, np.asarray(pose)).T)
+
+
+def _transform_rows(P: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """(3, N) float32 rows -> (3, N) float32 ``R p + t``, elementwise in a fixed order (no BLAS, no
+    fused multiply-add), so the numpy path and the compiled kernel agree bit for bit."""
+    R, t = T[:3, :3].astype(np.float32), T[:3, 3].astype(np.float32)
+    W = np.empty_like(P)
+    with np.errstate(invalid="ignore", over="ignore"):
+        for a in range(3):
+            np.multiply(R[a, 0], P[0], out=W[a])
+            W[a] += R[a, 1] * P[1]
+            W[a] += R[a, 2] * P[2]
+            W[a] += t[a]
+    return W
 
 
 @dataclass
@@ -104,6 +117,8 @@ class SceneMap:
         evict_fraction: extra fraction of ``max_voxels`` freed by one eviction (amortizes it).
         max_weight: optional cap on the weight of the old mean in the running means, so colors and
             positions keep adapting (``None``: plain running mean). Counts still count every point.
+        backend: ``"auto"`` (the compiled kernels of :mod:`fuse_kernel` when numba imports, else
+            numpy), ``"numba"`` or ``"numpy"``; both give bit-identical maps.
     """
 
     _ARRAYS = ("_keys", "_points", "_colors", "_counts", "_last_seen")
@@ -118,6 +133,7 @@ class SceneMap:
         *,
         evict_fraction: float = 0.05,
         max_weight: int | None = None,
+        backend: str = "auto",
     ) -> None:
         if not (np.isfinite(voxel_size) and voxel_size > 0):
             raise ValueError(f"voxel_size must be finite and > 0, got {voxel_size}")
@@ -140,6 +156,14 @@ class SceneMap:
             raise ValueError(f"evict_fraction must be in [0, 1), got {evict_fraction}")
         if max_weight is not None and max_weight < 1:
             raise ValueError(f"max_weight must be >= 1 or None, got {max_weight}")
+        if backend not in ("auto", "numba", "numpy"):
+            raise ValueError(f"backend must be 'auto', 'numba' or 'numpy', got {backend!r}")
+        if backend == "numba" and not HAVE_NUMBA:
+            raise ValueError("backend 'numba' requested but numba does not import")
+        if backend == "auto":
+            backend = "numba" if HAVE_NUMBA else "numpy"
+        self.backend = backend
+        self._batch_hint = 0  # voxels in the last batch: sizes the kernel's batch table
         self.voxel_size = float(voxel_size)
         self.max_voxels = int(max_voxels)
         self.crop_min, self.crop_max = crop_min, crop_max
@@ -192,8 +216,8 @@ class SceneMap:
 
     # ------------------------------------------------------------------ integration
 
-    def _prepare(self, points: np.ndarray, colors: np.ndarray | None, pose: np.ndarray | None):
-        """Transform, filter and group one batch (no lock). Returns grouped sums or None."""
+    @staticmethod
+    def _validate(points: np.ndarray, colors: np.ndarray | None, pose: np.ndarray | None):
         p = np.asarray(points)
         if p.ndim != 2 or p.shape[1] != 3:
             raise ValueError(f"points must be (N, 3), got shape {p.shape}")
@@ -204,17 +228,41 @@ class SceneMap:
             if c.shape != p.shape:
                 raise ValueError(f"colors must have shape {p.shape} like points, got {c.shape}")
             check_unit_colors(c)
-        T = check_pose(pose)
+        return p, check_pose(pose)
+
+    def _group(self, points: np.ndarray, colors: np.ndarray | None, pose: np.ndarray | None):
+        """Validate, transform, filter and group one batch (no lock): (keys, counts, psum, csum)
+        or None. keys are unique (ascending with numpy, first-seen order with numba)."""
+        p, T = self._validate(points, colors, pose)
         if p.shape[0] == 0:
             return None
+        if self.backend == "numba":
+            keys, counts, psum, csum, dropped = group_batch_numba(
+                p, colors, T[:3, :3], T[:3, 3], 1.0 / self.voxel_size, self.max_range,
+                self.crop_min, self.crop_max, self._batch_hint,
+            )
+            if dropped:
+                self._warn_extent(dropped)
+            self._batch_hint = len(keys)
+            return (keys, counts, psum, csum) if len(keys) else None
+        return self._prepare(p, colors, T)
+
+    def _warn_extent(self, n: int) -> None:
+        warnings.warn(
+            f"{n} points lie beyond the map extent (+-{COORD_MAX * self.voxel_size:.0f} m) and were dropped",
+            UserWarning,
+            stacklevel=4,
+        )
+
+    def _prepare(self, p: np.ndarray, colors: np.ndarray | None, T: np.ndarray):
+        """The numpy twin of ``fuse_kernel.group_batch_numba`` (same arithmetic, same results)."""
         # (3, N) layout: per-axis rows keep every reduction along the long, contiguous axis.
         P = np.ascontiguousarray(p.T, dtype=np.float32)
         keep = np.isfinite(P).all(axis=0)
         if self.max_range is not None:
             with np.errstate(invalid="ignore", over="ignore"):
-                keep &= np.einsum("ij,ij->j", P, P) <= np.float32(self.max_range) ** 2
-        W = T[:3, :3].astype(np.float32) @ P
-        W += T[:3, 3].astype(np.float32)[:, None]
+                keep &= (P[0] * P[0] + P[1] * P[1]) + P[2] * P[2] <= np.float32(self.max_range) ** 2
+        W = _transform_rows(P, T)
         if self.crop_min is not None:
             lo, hi = self.crop_min.astype(np.float32)[:, None], self.crop_max.astype(np.float32)[:, None]
             with np.errstate(invalid="ignore"):
@@ -224,15 +272,11 @@ class SceneMap:
             if idx.size == 0:
                 return None
             W = W[:, idx]
-        F = np.floor(W * np.float32(1.0 / self.voxel_size))
-        if F.min() < COORD_MIN or F.max() > COORD_MAX:
+        with np.errstate(invalid="ignore", over="ignore"):
+            F = np.floor(W * np.float32(1.0 / self.voxel_size))
             inside = ((F >= COORD_MIN) & (F <= COORD_MAX)).all(axis=0)
-            warnings.warn(
-                f"{int(inside.size - np.count_nonzero(inside))} points lie beyond the map extent "
-                f"(+-{COORD_MAX * self.voxel_size:.0f} m) and were dropped",
-                UserWarning,
-                stacklevel=3,
-            )
+        if not inside.all():
+            self._warn_extent(int(inside.size - np.count_nonzero(inside)))
             sel = np.flatnonzero(inside)
             if sel.size == 0:
                 return None
@@ -254,7 +298,7 @@ class SceneMap:
             else:
                 scale = 1.0
                 if not (np.isfinite(c).all() and c.min() >= 0.0 and c.max() <= 1.0):
-                    c = np.clip(np.nan_to_num(c.astype(np.float32), nan=_DEFAULT_GREY), 0.0, 1.0)
+                    c = np.clip(np.where(np.isnan(c), c.dtype.type(_DEFAULT_GREY), c), 0, 1)
             for a in range(3):
                 csum[:, a] = np.bincount(inverse, weights=c[a], minlength=u) * scale
         return keys, counts, psum, csum
@@ -279,7 +323,7 @@ class SceneMap:
         """
         if not np.isfinite(stamp):
             raise ValueError(f"stamp must be finite, got {stamp}")
-        prepared = self._prepare(points, colors, pose)
+        prepared = self._group(points, colors, pose)
         if prepared is None:
             return 0
         keys, counts, psum, csum = prepared
@@ -289,18 +333,25 @@ class SceneMap:
         return int(counts.sum())
 
     def _merge(self, keys, counts, psum, csum, stamp: float) -> None:
-        ids = self._table.lookup(keys)
-        new = ids < 0
-        n_new = int(np.count_nonzero(new))
+        numba = self.backend == "numba"
+        ids = lookup_numba(self._table, keys) if numba else self._table.lookup(keys)
+        new = np.flatnonzero(ids < 0)
+        n_new = int(new.size)
         n0 = self._n
         self._reserve(n0 + n_new)
         if n_new:
+            new = new[np.argsort(keys[new], kind="stable")]  # new rows in ascending key order
             new_ids = np.arange(n0, n0 + n_new, dtype=np.int64)
             ids[new] = new_ids
             self._table.insert(keys[new], new_ids)
             self._keys[new_ids] = keys[new]
             self._counts[new_ids] = 0
             self._n = n0 + n_new
+        if numba:
+            merge_batch_numba(self, ids, counts, psum, csum, stamp)
+            if self._n > self.max_voxels:
+                self._evict()
+            return
         old = self._counts[ids].astype(np.float64)
         w_old = old if self.max_weight is None else np.minimum(old, float(self.max_weight))
         tot = (w_old + counts)[:, None]

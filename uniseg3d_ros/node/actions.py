@@ -9,8 +9,8 @@ they never clash with the service ``~/segment``; the two types (``srv/Segment``,
 both on one node.
 
 Goals are accepted one at a time (a second goal while one runs is rejected: a planner waits for or
-cancels the running one). Execution holds the node's ``inference_lock``, so goals, services and
-clicks never run the engine at once; a cancel request is answered at once and takes effect at the
+cancels the running one). The engine serialises builds of the encoding itself (light queries keep
+answering from the last finished one); a cancel request is answered at once and takes effect at the
 next stage boundary (the engine's cache stays consistent).
 """
 

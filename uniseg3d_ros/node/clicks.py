@@ -49,10 +49,10 @@ def on_clicked_point(node: Any, msg: Any) -> None:
     click = click_in_fixed_frame(node, msg)
     if click is None:
         return
-    with node.inference_lock:
-        snapshot = node._snapshot()
-        result = node.engine.interactive(snapshot, click, 0.0)
-        if result.success:
+    snapshot = node._snapshot()
+    result = node.engine.interactive(snapshot, click, 0.0)
+    if result.success:
+        with node.inference_lock:
             node.name_objects(result, snapshot)
     if not result.success:
         node.count("clicks_failed")

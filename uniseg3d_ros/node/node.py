@@ -1,10 +1,13 @@
 """``uniseg3d_node``: the ROS 2 glue around the scene map and the inference engine.
 
-Threading: a MultiThreadedExecutor runs three callback groups. Sensor callbacks (clouds,
+Threading: a MultiThreadedExecutor runs four callback groups. Sensor callbacks (clouds,
 RGB-D, poses) share one mutually exclusive group and only decode + fuse into the map
-(under a lock); services and the auto-segment timer share another, so inference never
-blocks sensor input; publishing timers (map cloud, stats) have a third. Queues are
-bounded everywhere (QoS depth, RGB-D sync buffer, pose buffer, map capacity).
+(under a lock); heavy services (segment, save/clear map) and the auto-segment timer share
+another, so inference never blocks sensor input; the light queries (refer, open_vocab,
+interactive) share a reentrant group and never wait behind a segment: the engine answers
+them from its last finished encoding while a new one is built (InferenceEngine docstring);
+publishing timers (map cloud, stats) have the fourth. Queues are bounded everywhere (QoS
+depth, RGB-D sync buffer, pose buffer, map capacity).
 
 Service handlers: services.py. Topics, services and parameters: docs/ros_node.md. Logic
 lives in the tested pure modules (params, frames, rgbd_sync, engine, results, markers, scene_map,
@@ -26,7 +29,7 @@ import numpy as np
 import rclpy
 from geometry_msgs.msg import PointStamped, PoseStamped
 from nav_msgs.msg import Odometry
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.node import Node
@@ -67,6 +70,8 @@ from uniseg3d_ros.node.tf_listener import make_native_tf_lookup
 from uniseg3d_ros.node.warnings_log import route_warnings_to_logger
 
 NODE_NAME = "uniseg3d_node"
+#: services in the reentrant query group: they never wait for a running encode (see InferenceEngine)
+LIGHT_SERVICES = ("refer", "open_vocab", "interactive")
 #: counters always present in ~/stats (others appear when first counted)
 COUNTERS = (
     "clouds",
@@ -133,7 +138,7 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
         """Create the map, the queues and every subscription, publisher, service and timer."""
         p = self.p
         self.engine_error = ""
-        self.inference_lock = threading.Lock()  # the engine is not thread-safe (services, action, clicks)
+        self.inference_lock = threading.Lock()  # the persistent object map (engine calls need no lock)
         self.counters: Counter[str] = Counter({k: 0 for k in COUNTERS})
         self._count_lock = threading.Lock()
         self._warned: set[str] = set()
@@ -153,6 +158,8 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
         self.sensor_group = MutuallyExclusiveCallbackGroup()
         self.service_group = MutuallyExclusiveCallbackGroup()
         self.output_group = MutuallyExclusiveCallbackGroup()
+        # light queries (answered from the cached encoding) run concurrently, never behind a segment
+        self.query_group = ReentrantCallbackGroup()
 
         tf_lookup, self.tf_buffer = None, None  # tf2_ros when it imports, else our /tf listener
         if p.pose_source in ("auto", "tf"):
@@ -218,7 +225,7 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
             p.clicked_point_topic,
             partial(on_clicked_point, self),
             QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE),
-            callback_group=self.service_group,
+            callback_group=self.query_group,  # a click is a light query
         )
 
         started = getattr(self, "_started", time.monotonic())
@@ -237,9 +244,8 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
             (Trigger, "clear_map", self._srv_clear_map),
         ]
         for srv_type, name, handler in services:
-            self.create_service(
-                srv_type, f"~/{name}", self._guard(srv_type, handler), callback_group=self.service_group
-            )
+            group = self.query_group if name in LIGHT_SERVICES else self.service_group
+            self.create_service(srv_type, f"~/{name}", self._guard(srv_type, handler), callback_group=group)
 
         if p.auto_segment_period > 0:
             self.create_timer(p.auto_segment_period, self._auto_segment, callback_group=self.service_group)
@@ -274,6 +280,7 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
             model_loaded=self.engine is not None,
             encodes=self.engine.encode_count if self.engine is not None else 0,
             input_qos={sub.name: sub.describe() for sub in self.inputs},
+            encoding_version=(self.engine.building or (-1,))[0] if self.engine is not None else -1,
         )
         return out
 
@@ -486,7 +493,7 @@ def main(args: list[str] | None = None) -> None:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
         rclpy.try_shutdown()
         raise SystemExit(1) from exc
-    executor = MultiThreadedExecutor(num_threads=4)
+    executor = MultiThreadedExecutor(num_threads=6)  # sensor, output, heavy services + light queries
     executor.add_node(node)
     try:
         executor.spin()

@@ -4,7 +4,7 @@
 The rules live in :mod:`uniseg3d_ros.inference.objects` (pure numpy). Here: which runs update the
 map (``~/segment``, the action, auto-segment; any other query on a map version newer than the
 object map's first refreshes it with a panoptic run on the same snapshot, which reuses the cached
-encoding), and the messages. Callers hold ``inference_lock``.
+encoding), and the messages. Callers hold ``inference_lock`` (it guards the object map only).
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ class ObjectTracking:
         """Set ``object_id`` of each instance of a refer / interactive / open-vocabulary result."""
         if result.query == "segment":
             return
-        if self.objects.map_version != result.map_version:
+        # refresh a stale object map with a panoptic run on the same (cached) encoding; a light query
+        # answered on an older version while a newer one is being encoded is looked up as it stands
+        if self.objects.map_version != result.map_version and result.map_version == int(snapshot.version):
             base = self.engine.segment(snapshot)
             if base.success:
                 self.track_objects(base, snapshot)

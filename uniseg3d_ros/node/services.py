@@ -75,10 +75,12 @@ class ServiceHandlers:
         if self.engine is None:
             response.success, response.message = False, self.engine_error or "model not loaded"
             return None
-        with self.inference_lock:
-            snapshot = self._snapshot()
-            result: QueryResult = run(self.engine, snapshot)
-            if result.success:
+        snapshot = self._snapshot()
+        # no node lock around the engine: it builds one encoding at a time and light queries answer
+        # from the last finished one (never behind a running segment); the lock guards the objects
+        result: QueryResult = run(self.engine, snapshot)
+        if result.success:
+            with self.inference_lock:
                 result = self.track_objects(result, snapshot) if result.query == "segment" else result
                 self.name_objects(result, snapshot)
         response.success, response.message = result.success, result.message
@@ -165,12 +167,12 @@ class ServiceHandlers:
     def _auto_segment(self) -> None:
         if self.engine is None or not self.active:
             return
-        with self.inference_lock:
-            snap = self._snapshot()
-            if len(snap.points) == 0:
-                return
-            result = self.engine.segment(snap)
-            if result.success:
+        snap = self._snapshot()
+        if len(snap.points) == 0:
+            return
+        result = self.engine.segment(snap)
+        if result.success:
+            with self.inference_lock:
                 result = self.track_objects(result, snap)
         self.last_segment_ms = float(result.latency_ms)
         if result.success:
