@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from tests import rosutil
+from uniseg3d_ros.mapping.scene_map import SceneMap
 
 NODE = "/uniseg3d_node"
 PARAMS = {
@@ -461,7 +462,9 @@ def test_cloud_entirely_outside_the_map_is_dropped_and_warnings_reach_the_ros_lo
     assert after["python_warnings"] >= 3
     log = node.server.output()
     assert len(re.findall(r"\[uniseg3d_node\]: UserWarning: .*beyond the map extent", log)) == 1, log[-3000:]
-    assert re.search(r"\[uniseg3d_node\]: RuntimeWarning: overflow", log), log[-3000:]
+    if SceneMap().backend == "numpy":  # the numpy twin overflows float32 maths at 3e38 m and warns;
+        # the compiled fusion (numba, the default where it imports) works in float64 and does not
+        assert re.search(r"\[uniseg3d_node\]: RuntimeWarning: overflow", log), log[-3000:]
     assert not re.search(r"\.py:\d+: (User|Runtime)Warning", log), log[-3000:]  # no raw stderr warnings
     assert log.count("had none inside the map") == 1
     node.node.destroy_publisher(pub)
