@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from uniseg3d_model.data.labels import SCANNET20_CLASSES
 from uniseg3d_ros.tools.demo.report import Query
 from uniseg3d_ros.tools.demo.ros_io import DemoError
 from uniseg3d_ros.tools.demo.scene import (
@@ -93,6 +94,7 @@ class QueryRunner:
             o.object_id for o in self.scene.objects if is_thing(o) and seen.get(o.object_id, 0) >= MIN_VISIBLE
         ]
         matched: set[int] = set()
+        labelled: set[int] = set()  # found at IoU >= 0.5 AND called by the object's ScanNet20 class
         self.pred_to_truth: dict[int, int] = {}
         self.seg_instances: list[tuple[np.ndarray, str, float]] = []  # (mask, label, score)
         for inst in resp.instances:
@@ -100,6 +102,8 @@ class QueryRunner:
             oid, score = best_match(self._mask(inst), self.truth, things)
             if score >= MATCH_IOU:
                 matched.add(oid)
+                if inst.label == SCANNET20_CLASSES[self.scene.object(oid).scannet20]:
+                    labelled.add(oid)
             self.pred_to_truth[int(inst.id)] = oid if score >= 0.25 else -1
             q.rows.append(
                 dict(
@@ -118,6 +122,7 @@ class QueryRunner:
             semantic_miou=round(miou, 3),
             things_visible=len(things),
             things_found=len(matched),
+            things_found_labelled=len(labelled),
             points=len(self.points),
         )
         self.things = things
@@ -267,7 +272,6 @@ class QueryRunner:
 
     # ----------------------------------------------------------------- figures
     def figures(self) -> list[Path]:
-        from uniseg3d_model.data.labels import SCANNET20_CLASSES
         from uniseg3d_ros.tools.demo.figures import FigureMaker
 
         fm = FigureMaker(self.points, self.colors, self.demo.out / "figures")
@@ -299,8 +303,9 @@ class QueryRunner:
         info = self.segment_info
         title = (
             f"~/segment: {info['instances']} instances, objects found (IoU >= {MATCH_IOU}) "
-            f"{info['things_found']}/{info['things_visible']}, semantic mIoU {info['semantic_miou']:.2f} "
-            f"(prediction coloured by its own class)"
+            f"{info['things_found']}/{info['things_visible']}, with the right label "
+            f"{info['things_found_labelled']}/{info['things_visible']}, "
+            f"semantic mIoU {info['semantic_miou']:.2f} (prediction coloured by its own class)"
         )
         return fm.class_masks_figure(
             answers, truths, name, title, background=(left, right),
