@@ -24,6 +24,19 @@ def held_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def held_out_fused(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One new room (seed 9100) as the node fuses it: 48 RGB-D frames 320x240, SceneMap at the
+    node's 2 cm voxels, the node's superpoints, labels from the mesh (the node's own domain)."""
+    from training.generate_synthetic import main as generate
+
+    root = tmp_path_factory.mktemp("heldout_fused")
+    args = ["--out", str(root / "raw"), "--num-scenes", "1", "--seed", "9100", "--val-fraction", "0.5",
+            "--fused-out", str(root / "fused"), "--no-progress"]
+    assert generate(args) == 0
+    return root / "fused"
+
+
+@pytest.fixture(scope="module")
 def default_model():
     torch.manual_seed(0)
     model, meta = load_checkpoint(WEIGHTS / "default.pt")
@@ -49,3 +62,20 @@ def test_default_model_segments_an_unseen_room(default_model, held_out: Path) ->
     assert trained["ap50"] > 0.35 and trained["ap50"] > baseline["ap50"] + 0.25
     assert trained["interactive_ap"] > baseline["interactive_ap"] + 0.15
     assert trained["referring_miou"] > baseline["referring_miou"] + 0.1
+
+
+# The shipped model on the fused room (seed 9100), measured by this test: mIoU 0.261, AP50 0.477,
+# interactive mIoU 0.616, referring mIoU 0.338 (10 rooms: default.json "node_domain"). The floors
+# sit a little under them, so a regression in the weights or in the node's data path (fusion,
+# superpoints) fails here; raise them with the figures when a node-domain model ships.
+FUSED_FLOOR = {"miou": 0.22, "ap50": 0.40, "interactive_miou": 0.55, "referring_miou": 0.28}
+
+
+@pytest.mark.slow  # fuses one room (48 frames) and evaluates it: ~1 min on 2 busy cores
+def test_default_model_on_an_unseen_room_as_the_node_fuses_it(default_model, held_out_fused: Path) -> None:
+    model, _ = default_model
+    got = evaluate(model, held_out_fused, "val", min_region_size=100, progress=False)
+    summary = {**got["summary"], "interactive_miou": got["interactive"]["miou"]}
+    print({k: round(v, 3) for k, v in summary.items() if isinstance(v, float)})
+    for key, floor in FUSED_FLOOR.items():
+        assert summary[key] >= floor, (key, summary[key])

@@ -16,7 +16,7 @@ import pytest
 
 from tests import rosutil
 from tests.test_render import _read_png
-from uniseg3d_ros.tools.demo.figures import ANSWER, TRUTH, FigureMaker
+from uniseg3d_ros.tools.demo.figures import ANSWER, TRUTH, FigureMaker, Panel, class_color
 from uniseg3d_ros.tools.demo.main import parse_args
 from uniseg3d_ros.tools.demo.scene import (
     DemoRoom,
@@ -132,20 +132,64 @@ def test_open_vocabulary_words_match_raw_and_nyu40_names(room):
 
 
 # ----------------------------------------------------------------------------- figures and CLI
-def test_mask_figure_shows_answer_left_and_truth_right(tmp_path):
+def _near(image: np.ndarray, color: np.ndarray, tol: int = 12) -> np.ndarray:
+    """(H, W) bool: pixels within ``tol`` of ``color`` in every channel."""
+    return np.all(np.abs(image.astype(int) - np.asarray(color, int)) <= tol, axis=-1)
+
+
+def test_mask_figure_views_put_the_answer_left_the_truth_right_and_crop_the_canvas(tmp_path):
     rng = np.random.default_rng(0)
     points = rng.uniform(0, 3, (4000, 3)) * np.array([1, 1, 0.5])
     colors = rng.uniform(0, 1, (4000, 3))
     answer, truth = points[:, 0] < 1.0, points[:, 0] > 2.0
-    path = FigureMaker(points, colors, tmp_path, size=120).mask_figure(answer, truth, "q.png")
+    fm = FigureMaker(points, colors, tmp_path, size=120)
+    left, right = fm.grey.copy(), fm.grey.copy()
+    left[answer], right[truth] = ANSWER, TRUTH
+    (top_l, top_r), (persp_l, persp_r) = fm.views([Panel("a", left, answer), Panel("t", right, truth)])
+    red, green = np.all(top_l.image == ANSWER, axis=-1), np.all(top_r.image == TRUTH, axis=-1)
+    w = top_l.image.shape[1]
+    assert red[:, : w // 4].mean() > 0.5 and not red[:, int(0.4 * w) :].any()  # x < 1 m: the left third
+    assert green[:, int(0.72 * w) :].mean() > 0.5 and not green[:, : int(0.6 * w)].any()
+    assert not np.all(top_l.image == TRUTH, axis=-1).any()
+    # cropped to what is drawn: the perspective render (160 x 120) loses its empty border
+    assert persp_l.image.shape[0] < 120 and persp_l.image.shape[1] < 160
+    assert (persp_l.image != 255).any(axis=-1).mean() > 0.4
+
+
+def test_mask_figure_png_has_title_legend_labels_and_the_click_star(tmp_path):
+    rng = np.random.default_rng(1)
+    points = rng.uniform(0, 3, (4000, 3)) * np.array([1, 1, 0.5])
+    answer = np.linalg.norm(points[:, :2] - 1.5, axis=1) < 0.5
+    click = points[answer][0]
+    fm = FigureMaker(points, rng.uniform(0, 1, (4000, 3)), tmp_path, size=120)
+    plain = _read_png(fm.mask_figure(answer, answer, "plain.png", "", "chair", "brown chair #3"))
+    image = _read_png(fm.mask_figure(answer, answer, "q.png", "~/interactive click at (1, 2, 3)", "chair",
+                                     "brown chair #3", [click]))
+    assert image.shape[0] > plain.shape[0]  # the title takes rows above the renders
+    half = image.shape[1] // 2
+    assert _near(image[:, :half], ANSWER).sum() > 200 and not _near(image[:, half:], ANSWER).any()
+    assert _near(image[:, half:], TRUTH).sum() > 200
+    gold = _near(image, np.array([255, 214, 0]), tol=20)
+    assert gold[:, :half].any() and gold[:, half:].any()  # the click star in both columns
+    assert not _near(plain, np.array([255, 214, 0]), tol=20).any()
+    assert (image[: image.shape[0] // 12] < 100).all(axis=-1).any()  # dark title text on top
+
+
+def test_panoptic_prediction_takes_the_colour_of_its_own_class_not_of_the_truth(tmp_path):
+    rng = np.random.default_rng(2)
+    points = rng.uniform(0, 3, (4000, 3)) * np.array([1, 1, 0.5])
+    table = np.linalg.norm(points[:, :2] - 1.5, axis=1) < 0.6
+    fm = FigureMaker(points, rng.uniform(0, 1, (4000, 3)), tmp_path, size=200)  # a one-row legend
+    path = fm.class_masks_figure([(table, "chair", "chair 0.9")], [(table, "table", "table #1")], "p.png")
     image = _read_png(path)
-    assert image.shape == (120 + 8 + 120, 160 + 8 + 160, 3)
-    top_left, top_right = image[:120, :120], image[:120, 128:248]
-    red = np.all(top_left == ANSWER, axis=-1)
-    green = np.all(top_right == TRUTH, axis=-1)
-    assert red[:, :35].mean() > 0.5 and not red[:, 45:].any()  # x < 1 m is the left third
-    assert green[:, 85:].mean() > 0.5 and not green[:, :75].any()
-    assert not np.all(image[:120, :120] == TRUTH, axis=-1).any()
+    half = image.shape[1] // 2
+    chair, tab = class_color("chair"), class_color("table")
+    legend, image = image[-40:], image[:-40]  # the legend row shows both colours
+    assert _near(image[:, :half], chair).sum() > 200 and _near(image[:, :half], tab).sum() < 20
+    assert _near(image[:, half:], tab).sum() > 200 and _near(image[:, half:], chair).sum() < 20
+    assert _near(legend, chair).any() and _near(legend, tab).any()  # both classes in the legend
+    assert class_color("chair").tolist() != class_color("table").tolist()
+    assert class_color("Lamp").tolist() == class_color("lamp").tolist()
 
 
 def test_cli_help_documents_the_options(capsys):
@@ -258,8 +302,8 @@ def test_demo_runs_the_mission_end_to_end(tmp_path):
             assert q["request"].strip('"') in sentences
         assert q["latency_ms"] > 0 and q["round_trip_ms"] >= q["latency_ms"]
         image = _read_png(Path(q["figure"]))
-        assert image.shape == (400 + 8 + 400, 2 * 533 + 8, 3)
-        assert (image != 255).any(axis=-1).mean() > 0.2  # the map is drawn, not a blank canvas
+        assert 600 < image.shape[0] < 900 and 700 < image.shape[1] < 2 * 533 + 24  # cropped, annotated
+        assert (image != 255).any(axis=-1).mean() > 0.3  # the map is drawn, not a blank canvas
     seq = json.loads((out / "sequence" / "sequence.json").read_text())
     assert (seq["width"], seq["height"], seq["num_frames"]) == (160, 120, 10)
     assert _leftover_children(domain) == []

@@ -5,7 +5,15 @@ import zlib
 import numpy as np
 import pytest
 
-from uniseg3d_ros.tools.render import look_at, render_perspective, render_top_down, side_by_side, write_png
+from uniseg3d_ros.tools.render import (
+    look_at,
+    project_perspective,
+    project_top_down,
+    render_perspective,
+    render_top_down,
+    side_by_side,
+    write_png,
+)
 
 
 def _read_png(path):
@@ -61,3 +69,21 @@ def test_perspective_projects_the_look_at_target_to_the_centre():
 def test_side_by_side_pads_to_the_tallest_image():
     out = side_by_side(np.zeros((4, 3, 3), np.uint8), np.zeros((6, 2, 3), np.uint8), gap=1)
     assert out.shape == (6, 6, 3)
+
+
+def test_projections_give_the_pixels_the_renders_draw():
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1, 1, (50, 3)) + np.array([0.0, 0.0, 0.0])
+    colors = np.zeros((50, 3), np.uint8)
+    colors[7] = (255, 0, 0)
+    bounds = (points.min(0), points.max(0))
+    u, v = project_top_down(points, 64, 0, bounds)
+    only = render_top_down(points[7:8], colors[7:8], size=64, radius=0, bounds=bounds)
+    assert tuple(only[v[7], u[7]]) == (255, 0, 0)
+    pose = look_at(np.array([0.0, -4.0, 1.0]), np.zeros(3))
+    u, v, depth = project_perspective(points, pose, 80, 60)
+    assert (depth > 0).all()
+    only = render_perspective(points[7:8], colors[7:8], pose, width=80, height=60, radius=0)
+    assert tuple(only[v[7], u[7]]) == (255, 0, 0)
+    _, _, behind = project_perspective(np.array([[0.0, -8.0, 1.0]]), pose, 80, 60)
+    assert behind[0] < 0

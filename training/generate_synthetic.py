@@ -6,7 +6,11 @@
 Writes under ``--out``: ``scans/<scene_id>/`` (mesh, labels mesh, segs, aggregation, meta txt),
 ``scannetv2-labels.combined.tsv``, ``scannetv2_{train,val}.txt``, with ``--scanrefer``
 ``ScanRefer_filtered_{train,val}.json``, with ``--render-frames K`` an RGB-D sequence per scene in
-``sequences/<scene_id>/`` (see ``uniseg3d_model.data.rgbd_sequence``), and ``generation.json``
+``sequences/<scene_id>/`` (see ``uniseg3d_model.data.rgbd_sequence``), with ``--fused-out DIR`` the
+node's view of each scene as a processed sample (``DIR/<split>/<scene_id>.npz`` +
+``DIR/<split>_referring.json``:
+rendered to RGB-D, fused by the node's SceneMap, node superpoints, labels from the mesh; see
+``uniseg3d_ros.tools.fused_scene``; ``--fused-frames`` frames each), and ``generation.json``
 (the arguments). The same arguments give byte-identical files. Prepare for training with
 ``python -m training.prepare_scannet``.
 """
@@ -18,11 +22,14 @@ import json
 import math
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from uniseg3d_model.data.rgbd_sequence import write_sequence
+from uniseg3d_model.data.scannet import save_processed
+from uniseg3d_model.data.scanrefer import join_scanrefer, write_referring
 from uniseg3d_model.synthetic.layout import ROOM_TYPES
 from uniseg3d_model.synthetic.render import CameraConfig, render_sequence
 from uniseg3d_model.synthetic.scannet_export import export_scene, write_label_map, write_splits
@@ -56,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--render-frames", type=int, default=0, help="RGB-D frames per scene (0: none)")
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)
+    p.add_argument("--fused-out", type=Path, default=None,
+                   help="also write each scene as the node fuses it (processed samples) under this folder")
+    p.add_argument("--fused-frames", type=int, default=48, help="RGB-D frames fused per scene (--fused-out)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.num_scenes < 1:
@@ -64,6 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--seed and --start-index must be >= 0")
     if not 0.0 <= args.val_fraction < 1.0:
         p.error(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if args.fused_frames < 1:
+        p.error(f"--fused-frames must be >= 1, got {args.fused_frames}")
     if args.render_frames < 0 or args.sentences_per_object < 1:
         p.error("--render-frames must be >= 0 and --sentences-per-object >= 1")
     return args
@@ -80,6 +92,7 @@ def generate(args: argparse.Namespace) -> dict[str, list[str]]:
     splits: dict[str, list[str]] = {"train": [], "val": []}
     refer: dict[str, list[dict]] = {"train": [], "val": []}
     counts: Counter[str] = Counter()
+    fused: dict[str, list[dict]] = {"train": [], "val": []}
     for i in tqdm(range(args.num_scenes), desc="synthetic scenes", unit="scene", disable=args.no_progress):
         index = args.start_index + i
         sid = f"scene{index:04d}_00"
@@ -88,9 +101,14 @@ def generate(args: argparse.Namespace) -> dict[str, list[str]]:
         counts.update(o.raw_category for o in scene.objects)
         split = "val" if i >= args.num_scenes - n_val else "train"
         splits[split].append(sid)
-        if args.scanrefer:
+        entries: list[dict] = []
+        if args.scanrefer or args.fused_out is not None:
             rng = np.random.default_rng(scene_seed(args.seed, index, 1))
-            refer[split] += scanrefer_entries(scene, scene_referrals(scene, rng, sent_cfg))
+            entries = scanrefer_entries(scene, scene_referrals(scene, rng, sent_cfg))
+        if args.scanrefer:
+            refer[split] += entries
+        if args.fused_out is not None:
+            fused[split] += _write_fused(scene, args, split, entries)
         if args.render_frames:
             frames = render_sequence(scene, args.render_frames, cam_cfg)
             write_sequence(out / "sequences" / sid, frames, fps=cam_cfg.fps,
@@ -100,9 +118,25 @@ def generate(args: argparse.Namespace) -> dict[str, list[str]]:
     if args.scanrefer:
         for split, entries in refer.items():
             write_scanrefer(out / f"ScanRefer_filtered_{split}.json", entries)
+    if args.fused_out is not None:
+        for split, entries in fused.items():
+            write_referring(args.fused_out / f"{split}_referring.json", entries)
     meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "no_progress"}
     (out / "generation.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     return splits
+
+
+def _write_fused(scene: Any, args: argparse.Namespace, split: str, entries: list[dict]) -> list[dict]:
+    """Fuse ``scene`` like the node, save it under ``--fused-out/<split>/`` and return its ScanRefer
+    ``entries`` joined to the fused sample's instances (sentences about unseen objects left out)."""
+    from uniseg3d_ros.tools.fused_scene import FuseConfig, fused_sample
+
+    sample = fused_sample(scene, FuseConfig(frames=args.fused_frames, width=args.width, height=args.height))
+    (args.fused_out / split).mkdir(parents=True, exist_ok=True)
+    save_processed(args.fused_out / split / f"{scene.scene_id}.npz", sample)
+    entries = [{**e, "object_id": int(e["object_id"])} for e in entries]  # as load_scanrefer reads them
+    joined, _ = join_scanrefer(entries, {scene.scene_id: sample["instance_object_id"]})
+    return joined
 
 
 def main(argv: list[str] | None = None) -> int:

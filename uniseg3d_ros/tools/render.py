@@ -48,6 +48,19 @@ def _as_uint8(colors: np.ndarray) -> np.ndarray:
     return np.clip(np.round(colors * 255.0), 0, 255).astype(np.uint8)
 
 
+def project_top_down(points: np.ndarray, size: int, radius: int,
+                     bounds: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel (column u, row v) of ``points`` (N, 3) in :func:`render_top_down`'s image
+    (``size`` px, ``bounds`` the framing). Returns two (N,) int64 arrays (may fall outside)."""
+    points = np.asarray(points, np.float64).reshape(-1, 3)
+    lo, hi = np.asarray(bounds[0], np.float64), np.asarray(bounds[1], np.float64)
+    extent = max(float(hi[0] - lo[0]), float(hi[1] - lo[1]), 1e-6)
+    scale = (size - 2 * radius - 1) / extent
+    u = np.round((points[:, 0] - lo[0]) * scale).astype(np.int64) + radius
+    v = (size - 1 - radius) - np.round((points[:, 1] - lo[1]) * scale).astype(np.int64)
+    return u, v
+
+
 def render_top_down(points: np.ndarray, colors: np.ndarray, size: int = 480, radius: int = 1,
                     bounds: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Orthographic view from above (map frame, z up; image up = +y).
@@ -58,13 +71,8 @@ def render_top_down(points: np.ndarray, colors: np.ndarray, size: int = 480, rad
     """
     points = np.asarray(points, np.float64)
     if bounds is None:
-        lo, hi = points.min(0), points.max(0)
-    else:
-        lo, hi = np.asarray(bounds[0]), np.asarray(bounds[1])
-    extent = max(float(hi[0] - lo[0]), float(hi[1] - lo[1]), 1e-6)
-    scale = (size - 2 * radius - 1) / extent
-    u = np.round((points[:, 0] - lo[0]) * scale).astype(np.int64) + radius
-    v = (size - 1 - radius) - np.round((points[:, 1] - lo[1]) * scale).astype(np.int64)
+        bounds = (points.min(0), points.max(0))
+    u, v = project_top_down(points, size, radius, bounds)
     return _splat(u, v, -points[:, 2], _as_uint8(colors), size, size, radius)
 
 
@@ -95,18 +103,28 @@ def default_perspective_pose(points: np.ndarray) -> np.ndarray:
     return look_at(eye, center)
 
 
+def project_perspective(points: np.ndarray, pose: np.ndarray, width: int, height: int,
+                        fov_deg: float = 60.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel (column u, row v) and depth [m] of ``points`` (N, 3) seen from ``pose`` (4x4
+    camera-to-world, optical frame) as :func:`render_perspective` draws them. Returns (N,) u, v
+    (int64) and depth (float64; <= 1e-3 means behind the camera, u / v are then meaningless)."""
+    points = np.asarray(points, np.float64).reshape(-1, 3)
+    world_to_cam = np.linalg.inv(pose)
+    cam = points @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+    depth = cam[:, 2]
+    z = np.where(depth > 1e-3, depth, 1.0)
+    f = 0.5 * width / np.tan(np.radians(fov_deg) / 2)
+    u = np.round(f * cam[:, 0] / z + (width - 1) / 2).astype(np.int64)
+    v = np.round(f * cam[:, 1] / z + (height - 1) / 2).astype(np.int64)
+    return u, v, depth
+
+
 def render_perspective(points: np.ndarray, colors: np.ndarray, pose: np.ndarray, width: int = 640,
                        height: int = 480, fov_deg: float = 60.0, radius: int = 1) -> np.ndarray:
     """Pinhole view from ``pose`` (4x4 camera-to-world, optical frame). Returns (H, W, 3) uint8."""
-    points = np.asarray(points, np.float64)
-    world_to_cam = np.linalg.inv(pose)
-    cam = points @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
-    front = cam[:, 2] > 1e-3
-    cam = cam[front]
-    f = 0.5 * width / np.tan(np.radians(fov_deg) / 2)
-    u = np.round(f * cam[:, 0] / cam[:, 2] + (width - 1) / 2).astype(np.int64)
-    v = np.round(f * cam[:, 1] / cam[:, 2] + (height - 1) / 2).astype(np.int64)
-    return _splat(u, v, cam[:, 2], _as_uint8(colors)[front], height, width, radius)
+    u, v, depth = project_perspective(points, pose, width, height, fov_deg)
+    front = depth > 1e-3
+    return _splat(u[front], v[front], depth[front], _as_uint8(colors)[front], height, width, radius)
 
 
 def side_by_side(*images: np.ndarray, gap: int = 8) -> np.ndarray:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from uniseg3d_model.data.labels import SCANNET20_CLASSES
 from uniseg3d_ros.tools.demo.report import Query
 from uniseg3d_ros.tools.demo.ros_io import DemoError
 from uniseg3d_ros.tools.demo.scene import (
@@ -93,11 +94,16 @@ class QueryRunner:
             o.object_id for o in self.scene.objects if is_thing(o) and seen.get(o.object_id, 0) >= MIN_VISIBLE
         ]
         matched: set[int] = set()
+        labelled: set[int] = set()  # found at IoU >= 0.5 AND called by the object's ScanNet20 class
         self.pred_to_truth: dict[int, int] = {}
+        self.seg_instances: list[tuple[np.ndarray, str, float]] = []  # (mask, label, score)
         for inst in resp.instances:
+            self.seg_instances.append((self._mask(inst), inst.label, float(inst.score)))
             oid, score = best_match(self._mask(inst), self.truth, things)
             if score >= MATCH_IOU:
                 matched.add(oid)
+                if inst.label == SCANNET20_CLASSES[self.scene.object(oid).scannet20]:
+                    labelled.add(oid)
             self.pred_to_truth[int(inst.id)] = oid if score >= 0.25 else -1
             q.rows.append(
                 dict(
@@ -116,6 +122,7 @@ class QueryRunner:
             semantic_miou=round(miou, 3),
             things_visible=len(things),
             things_found=len(matched),
+            things_found_labelled=len(labelled),
             points=len(self.points),
         )
         self.things = things
@@ -156,7 +163,10 @@ class QueryRunner:
                 )
             )
             q.figure = f"refer_{len(self.refer_targets)}.png"
-            self.figure_jobs.append((q, "mask", (answer, truth)))
+            label = f"{inst.label} {float(inst.score):.2f}" if inst is not None else "(nothing)"
+            title = f'~/refer "{ref.description}" -> IoU {q.iou:.2f}'
+            name = self._object_name(ref.object_id)
+            self.figure_jobs.append((q, "mask", (answer, truth, title, label, name, [])))
         self.demo.record(q)
 
     # ----------------------------------------------------------------- open vocabulary
@@ -184,15 +194,18 @@ class QueryRunner:
             for w in vocabulary
         }
         self.vocab_truth = {w: len(ids) for w, ids in by_word.items()}
-        answers = [np.zeros(len(self.points), bool) for _ in vocabulary]
-        truths = [np.isin(self.truth.object_id, ids) for ids in by_word.values()]
+        answers: list[tuple[np.ndarray, str, str]] = []  # (mask, word, label text)
+        truths = [
+            (self.truth.mask(oid), w, f"{self.scene.object(oid).raw_category} #{oid}")
+            for w, ids in by_word.items()
+            for oid in ids
+        ]
         if resp.success:
             for inst in resp.instances:
                 mask = self._mask(inst)
                 cands = by_word.get(inst.label, [])
                 oid, score = best_match(mask, self.truth, cands) if cands else (-1, 0.0)
-                if inst.label in vocabulary:
-                    answers[vocabulary.index(inst.label)] |= mask
+                answers.append((mask, inst.label, f"{inst.label} {float(inst.score):.2f}"))
                 q.rows.append(
                     dict(
                         label=inst.label,
@@ -203,7 +216,10 @@ class QueryRunner:
                     )
                 )
             q.figure = "open_vocab.png"
-            self.figure_jobs.append((q, "colored", (answers, truths)))
+            found = sum(1 for r in q.rows if r["iou"] >= MATCH_IOU)
+            title = (f"~/open_vocab [{', '.join(vocabulary)}]: {len(answers)} instances returned, "
+                     f"{found} match a ground-truth object of their word at IoU >= {MATCH_IOU}")
+            self.figure_jobs.append((q, "classes", (answers, truths, title)))
         self.demo.record(q)
 
     # ----------------------------------------------------------------- interactive
@@ -242,7 +258,10 @@ class QueryRunner:
                 )
             )
             q.figure = "interactive.png"
-            self.figure_jobs.append((q, "mask", (answer, truth)))
+            label = inst.label if inst is not None else "(nothing)"
+            name = self._object_name(oid)
+            title = f"~/interactive click at {where} (star) on the {name} -> IoU {q.iou:.2f}"
+            self.figure_jobs.append((q, "mask", (answer, truth, title, label, name, [click])))
         self.demo.record(q)
         end_version = self.planner.stats.get("map_version")
         if end_version != self.map_version:
@@ -253,33 +272,45 @@ class QueryRunner:
 
     # ----------------------------------------------------------------- figures
     def figures(self) -> list[Path]:
-        from uniseg3d_ros.tools.demo.figures import FigureMaker, palette, panoptic_colors
+        from uniseg3d_ros.tools.demo.figures import FigureMaker
 
         fm = FigureMaker(self.points, self.colors, self.demo.out / "figures")
         written = []
         for q, kind, payload in self.figure_jobs:
             if kind == "panoptic":
-                ids = [o.object_id for o in self.scene.objects]
-                colors = palette(len(ids))
-                truth_colors = {oid: colors[k] for k, oid in enumerate(ids) if oid in self.things}
-                extra = palette(len(self.pred_to_truth), offset=len(ids))
-                pred_colors = {
-                    pid: truth_colors.get(oid, extra[k])
-                    for k, (pid, oid) in enumerate(self.pred_to_truth.items())
-                }
-                gt_instance = np.where(np.isin(self.truth.object_id, self.things), self.truth.object_id, -1)
-                path = fm.grid(
-                    panoptic_colors(self.pred_label, self.pred_instance, pred_colors),
-                    panoptic_colors(self.truth.semantic, gt_instance, truth_colors),
-                    q.figure,
-                )
+                path = self._panoptic_figure(fm, q.figure, list(SCANNET20_CLASSES))
             elif kind == "mask":
-                path = fm.mask_figure(payload[0], payload[1], q.figure)
+                answer, truth, title, label, truth_name, clicks = payload
+                path = fm.mask_figure(answer, truth, q.figure, title, label, truth_name, clicks)
             else:
-                path = fm.colored_masks_figure(payload[0], payload[1], q.figure)
+                path = fm.class_masks_figure(payload[0], payload[1], q.figure, payload[2])
             q.figure = str(path)
             written.append(path)
         return written
+
+    def _panoptic_figure(self, fm: Any, name: str, class_names: list[str]) -> Path:
+        """Prediction coloured by its own predicted classes (wall / floor per point, each instance
+        by its label), ground truth by the true classes, same colour per class on both sides."""
+        from uniseg3d_ros.tools.demo.figures import stuff_colors
+
+        answers = [(m, lab, f"{lab} {score:.2f}") for m, lab, score in self.seg_instances]
+        truths = []
+        for oid in self.things:
+            o = self.scene.object(oid)
+            truths.append((self.truth.mask(oid), class_names[o.scannet20], f"{o.raw_category} #{oid}"))
+        left = stuff_colors(self.pred_label, class_names, fm.grey)
+        right = stuff_colors(self.truth.semantic, class_names, fm.grey)
+        info = self.segment_info
+        title = (
+            f"~/segment: {info['instances']} instances, objects found (IoU >= {MATCH_IOU}) "
+            f"{info['things_found']}/{info['things_visible']}, with the right label "
+            f"{info['things_found_labelled']}/{info['things_visible']}, "
+            f"semantic mIoU {info['semantic_miou']:.2f} (prediction coloured by its own class)"
+        )
+        return fm.class_masks_figure(
+            answers, truths, name, title, background=(left, right),
+            titles=("node's answer (predicted classes)", "ground truth (true classes)"),
+        )
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:

@@ -71,7 +71,8 @@ def format_summary(facts: dict[str, Any], queries: list[Any], runner: Any) -> st
             out.append(
                 f"~/segment   {seg.get('instances')} instances in {q.latency_ms:.0f} ms; semantic accuracy "
                 f"{seg.get('semantic_accuracy', 0):.2f}, mIoU {seg.get('semantic_miou', 0):.2f}; "
-                f"objects found (IoU >= 0.5) {seg.get('things_found')}/{seg.get('things_visible')}"
+                f"objects found (IoU >= 0.5) {seg.get('things_found')}/{seg.get('things_visible')}, "
+                f"with the right label {seg.get('things_found_labelled')}/{seg.get('things_visible')}"
             )
             out += _table(
                 q.rows[:15],
@@ -118,6 +119,13 @@ def format_summary(facts: dict[str, Any], queries: list[Any], runner: Any) -> st
         out.append(lat)
         rts = [q.round_trip_ms - q.latency_ms for q in queries]
         out.append(f"            service round trip overhead median {np.median(rts):.0f} ms")
+    scored = [q for q in queries if q.kind in ("refer", "interactive") and q.ok and q.iou is not None]
+    if scored:
+        out.append("answered    " + ", ".join(
+            f"{kind} {sum(q.iou >= 0.5 for q in scored if q.kind == kind)}/"
+            f"{sum(1 for q in scored if q.kind == kind)}"
+            for kind in ("refer", "interactive") if any(q.kind == kind for q in scored)
+        ) + " at IoU >= 0.5")
     failed = [q for q in queries if not q.ok]
     out.append(
         f"queries     {len(queries) - len(failed)}/{len(queries)} succeeded"
