@@ -6,8 +6,9 @@ Per frame, like the node (``node.py``: ``_integrate_rgbd`` -> ``_place`` -> ``_i
 ``depth_to_points(depth uint16 mm, color, K, min_depth, max_depth, stride)`` in the camera optical
 frame, then ``SceneMap.integrate(points, colors, pose camera->map, stamp)``; the map has the node's
 ``voxel_size`` / ``max_voxels`` / ``max_range`` (defaults from :class:`NodeParams`). The rendered
-depth has no noise model (the node adds none either). Superpoints: ``segment_points(points, colors)``
-with the engine's (default) settings. Labels: :func:`uniseg3d_ros.tools.demo.scene.transfer_labels`
+depth has no noise model (the node adds none either). Superpoints: ``segment_points(points, colors,
+**EngineConfig().superpoint_kwargs)``, the engine's settings. Labels:
+:func:`uniseg3d_ros.tools.demo.scene.transfer_labels`
 (nearest mesh vertex within ``transfer_radius``), written in the processed-sample format of
 :mod:`uniseg3d_model.data.scannet` (``PROCESSED_KEYS``), so ``ScanNetDataset`` reads them unchanged.
 
@@ -30,6 +31,7 @@ from uniseg3d_model.data.labels import (
 )
 from uniseg3d_model.synthetic.categories import RAW_CATEGORIES
 from uniseg3d_model.synthetic.scene import SyntheticScene
+from uniseg3d_ros.inference.engine import EngineConfig
 from uniseg3d_ros.node.params import NodeParams
 
 _NODE = NodeParams()
@@ -50,7 +52,10 @@ class FuseConfig:
     max_depth: float = _NODE.max_depth
     depth_stride: int = _NODE.depth_stride
     transfer_radius: float = 0.1  # metres from a map point to its mesh vertex for a label
-    superpoint_kwargs: dict[str, Any] = field(default_factory=dict)  # the engine's (defaults)
+    # the engine's settings (the node calls segment_points with exactly these)
+    superpoint_kwargs: dict[str, Any] = field(
+        default_factory=lambda: dict(EngineConfig().superpoint_kwargs)
+    )
 
 
 def fuse_room(scene: SyntheticScene, cfg: FuseConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
