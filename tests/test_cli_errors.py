@@ -49,3 +49,17 @@ def test_replay_validates_numbers_before_any_ros_setup(tmp_path, flag, value, ca
     (tmp_path / "sequence.json").write_text("{}")  # a valid-looking source: the number is the mistake
     line = _user_error(replay_args, [str(tmp_path), flag, value], capsys)
     assert flag in line and value in line
+
+
+def test_prepare_names_a_missing_raw_folder(tmp_path, capsys):
+    from training.prepare_scannet import main as prepare
+
+    line = _user_error(prepare, ["--raw", str(tmp_path / "nope"), "--out", str(tmp_path / "out")], capsys)
+    assert "--raw" in line and "no such directory" in line
+
+
+def test_prepare_reports_a_wrong_layout_in_one_line(tmp_path, capsys):
+    from training.prepare_scannet import main as prepare
+
+    line = _user_error(prepare, ["--raw", str(tmp_path), "--out", str(tmp_path / "out")], capsys)
+    assert "no 'scans' directory" in line and not (tmp_path / "out").exists()

@@ -107,10 +107,11 @@ ROWS = [
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    lines = [f"{'metric (fused rooms)':<26}{'value':>8}", "-" * 34]
+    # fractions in [0, 1], the unit of training/evaluate.py and training validation
+    lines = [f"{'metric (fused rooms, 0-1)':<26}{'value':>8}", "-" * 34]
     for label, key in ROWS:
         v = summary.get(key, math.nan)
-        lines.append(f"{label:<26}{'-' if v is None or math.isnan(v) else f'{100 * v:.1f}':>8}")
+        lines.append(f"{label:<26}{'-' if v is None or math.isnan(v) else f'{v:.3f}':>8}")
     lines.append(f"{'~/open_vocab on wall/floor':<26}{summary['open_vocab_on_stuff']:>5} of "
                  f"{summary['open_vocab_instances']}")
     return "\n".join(lines)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from uniseg3d_model.data.scannet import prepare_scannet
 
@@ -30,6 +31,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--layout", choices=["ours", "official"], default="ours",
                     help="ours: <out>/<split>/*.npz; official: the official UniSeg3D prepared layout")
     args = ap.parse_args(argv)
+    if not Path(args.raw).is_dir():
+        ap.error(f"--raw {args.raw}: no such directory (the ScanNet v2 root, or generate_synthetic's --out)")
+    if args.workers < 0:
+        ap.error(f"--workers must be >= 0, got {args.workers}")
+    missing = [f for f in args.scanrefer if not Path(f).is_file()]
+    if missing:
+        ap.error(f"--scanrefer: no such file {missing[0]}")
+    try:
+        _prepare(args)
+    except (FileNotFoundError, ValueError) as exc:  # a missing or malformed input file, named in exc
+        ap.exit(2, f"{ap.prog}: error: {exc}\n")
+
+
+def _prepare(args: argparse.Namespace) -> None:
     if args.layout == "official":
         from uniseg3d_model.clip_text import CLIPTokenizer
         from uniseg3d_model.data.official_export import export_official
