@@ -35,10 +35,11 @@ def test_help_flag_is_only_the_nodes_own(argv, expected):
     assert wants_help(argv) is expected
 
 
-def test_help_prints_every_parameter_and_exits_without_ros(tmp_path):
+@pytest.mark.parametrize("module", ["uniseg3d_ros.node.node", "uniseg3d_ros.node.lifecycle"])
+def test_help_prints_every_parameter_and_exits_without_ros(tmp_path, module):
     env = rosutil.ros_env(101)  # never joined: --help must not init ROS
     proc = subprocess.run(
-        [sys.executable, "-m", "uniseg3d_ros.node.node", "--help"],
+        [sys.executable, "-m", module, "--help"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 0, proc.stderr

@@ -22,17 +22,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 
 from uniseg3d_ros.inference.preflight import ModelLoadError
 from uniseg3d_ros.node import params as params_mod
 from uniseg3d_ros.node.diagnostics import ERROR, Status, to_diagnostic_array
-from uniseg3d_ros.node.node import NODE_NAME, UniSeg3DNode
+from uniseg3d_ros.node.node import NODE_NAME, UniSeg3DNode, run
 
 
 class ManagedUniSeg3DNode(LifecycleNodeMixin, UniSeg3DNode):
@@ -118,24 +115,7 @@ class ManagedUniSeg3DNode(LifecycleNodeMixin, UniSeg3DNode):
 
 
 def main(args: list[str] | None = None) -> None:
-    rclpy.init(args=args)
-    try:
-        node = ManagedUniSeg3DNode()
-    except (ValueError, InvalidParameterTypeException, InvalidParameterValueException) as exc:
-        rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
-        rclpy.try_shutdown()
-        raise SystemExit(2) from exc
-    node.get_logger().info("unconfigured: waiting for the configure transition")
-    executor = MultiThreadedExecutor(num_threads=4)
-    executor.add_node(node)
-    try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
+    run(ManagedUniSeg3DNode, args, "unconfigured: waiting for the configure transition")
 
 
 if __name__ == "__main__":

@@ -476,14 +476,17 @@ POSE_HINT = (
 )
 
 
-def main(args: list[str] | None = None) -> None:
+def run(make_node: Any, args: list[str] | None = None, started_note: str = "") -> None:
+    """Command-line life of a node class (the plain node, the managed one): ``--help`` prints the
+    parameters and exits before joining a graph; a node that cannot start exits with one line
+    (2: bad parameter or model, 1: a namesake is running); else it spins until Ctrl-C / shutdown."""
     argv = list(sys.argv[1:] if args is None else args)
     if params_mod.wants_help(argv):  # print and exit before joining any ROS graph
         print(params_mod.help_text(), end="")
         return
     rclpy.init(args=args)
     try:
-        node = UniSeg3DNode()
+        node = make_node()
     except (ValueError, InvalidParameterTypeException, InvalidParameterValueException, ModelLoadError) as exc:
         # invalid parameters or a model that cannot load: say which, exit non-zero
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
@@ -493,6 +496,8 @@ def main(args: list[str] | None = None) -> None:
         rclpy.logging.get_logger(NODE_NAME).fatal(str(exc))
         rclpy.try_shutdown()
         raise SystemExit(1) from exc
+    if started_note:
+        node.get_logger().info(started_note)
     executor = MultiThreadedExecutor(num_threads=6)  # sensor, output, heavy services + light queries
     executor.add_node(node)
     try:
@@ -503,6 +508,10 @@ def main(args: list[str] | None = None) -> None:
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
+
+
+def main(args: list[str] | None = None) -> None:
+    run(UniSeg3DNode, args)
 
 
 if __name__ == "__main__":
