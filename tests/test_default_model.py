@@ -48,7 +48,8 @@ def test_default_checkpoint_loads_with_its_text_encoder(default_model) -> None:
     assert isinstance(model, UniSeg3D) and not model.training
     assert meta["text_encoder"] == "minilm"
     recorded = json.loads((WEIGHTS / "default.json").read_text())
-    assert recorded["summary"]["ap50"] > 0.5  # the figures README quotes
+    assert recorded["summary"]["ap50"] > 0.4  # the node-domain figures README quotes
+    assert recorded["summary"]["open_vocab_on_stuff"] == 0
 
 
 @pytest.mark.slow
@@ -58,17 +59,19 @@ def test_default_model_segments_an_unseen_room(default_model, held_out: Path) ->
     torch.manual_seed(0)
     untrained = UniSeg3D(model.cfg, model.text_encoder).eval()
     baseline = evaluate(untrained, held_out, "val", min_region_size=50, progress=False)["summary"]
-    assert trained["miou"] > 0.35 and trained["miou"] > baseline["miou"] + 0.25
-    assert trained["ap50"] > 0.35 and trained["ap50"] > baseline["ap50"] + 0.25
-    assert trained["interactive_ap"] > baseline["interactive_ap"] + 0.15
+    # the shipped model is trained on fused maps (the node's domain); on mesh vertices it is weaker
+    # (measured: mIoU 0.21, AP50 0.16, interactive AP 0.15, referring mIoU 0.25) but far from random
+    assert trained["miou"] > 0.15 and trained["miou"] > baseline["miou"] + 0.1
+    assert trained["ap50"] > 0.1 and trained["ap50"] > baseline["ap50"] + 0.1
+    assert trained["interactive_ap"] > baseline["interactive_ap"] + 0.1
     assert trained["referring_miou"] > baseline["referring_miou"] + 0.1
 
 
-# The shipped model on the fused room (seed 9100), measured by this test: mIoU 0.261, AP50 0.477,
-# interactive mIoU 0.616, referring mIoU 0.338 (10 rooms: default.json "node_domain"). The floors
-# sit a little under them, so a regression in the weights or in the node's data path (fusion,
-# superpoints) fails here; raise them with the figures when a node-domain model ships.
-FUSED_FLOOR = {"miou": 0.22, "ap50": 0.40, "interactive_miou": 0.55, "referring_miou": 0.28}
+# The shipped (node-domain) model on the fused room (seed 9100), measured by this test: mIoU 0.356,
+# AP50 0.795, interactive mIoU 0.819, referring mIoU 0.589 (the previous, mesh-trained model:
+# 0.261 / 0.477 / 0.616 / 0.338; 10 rooms: default.json). The floors sit a little under them, so a
+# regression in the weights or in the node's data path (fusion, superpoints) fails here.
+FUSED_FLOOR = {"miou": 0.30, "ap50": 0.70, "interactive_miou": 0.75, "referring_miou": 0.50}
 
 
 @pytest.mark.slow  # fuses one room (48 frames) and evaluates it: ~1 min on 2 busy cores
