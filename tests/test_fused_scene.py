@@ -15,6 +15,7 @@ from uniseg3d_model.data.labels import IGNORE_INDEX, SCANNET20_CLASSES
 from uniseg3d_model.data.scannet import PROCESSED_KEYS, load_processed
 from uniseg3d_model.superpoints import segment_points
 from uniseg3d_model.synthetic.scene import SceneConfig, generate_scene
+from uniseg3d_ros.inference.engine import EngineConfig
 from uniseg3d_ros.node.params import NodeParams
 from uniseg3d_ros.tools.fused_scene import FuseConfig, fused_sample
 
@@ -42,7 +43,9 @@ def test_fused_room_is_the_node_map_of_the_rendered_frames(room):
 
 def test_superpoints_are_the_node_segmentation_of_the_fused_points(room):
     _, s = room
-    expected = np.asarray(segment_points(s["points"], s["colors"]), np.int64)
+    # exactly the engine's call: the node's superpoint settings, not segment_points' defaults
+    kwargs = EngineConfig().superpoint_kwargs
+    expected = np.asarray(segment_points(s["points"], s["colors"], **kwargs), np.int64)
     assert np.array_equal(s["superpoints"], expected)
 
 
