@@ -133,3 +133,42 @@ def test_train_starts_from_the_sstnet_backbone(tmp_path: Path) -> None:
         state["backbone.unet.blocks.0.conv1.kernel"].reshape(-1)[:5],
         official["unet.blocks.block0.conv_branch.2.weight"].permute(3, 2, 1, 4, 0).reshape(-1)[:5],
     )
+
+
+def _run(tmp_path: Path, data: Path, name: str, train: dict) -> dict[str, torch.Tensor]:
+    import yaml
+
+    cfg = tmp_path / f"{name}.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "model": TINY_OFFICIAL, "text_encoder": {"name": "hash:32"}, "optim": {"lr": 0.0 if train else 1e-3},
+        "data": {"augment": False},
+        "train": {"epochs": 1, "batch_size": 1, "amp": "none", "eval_every": 0, **train},
+    }))
+    main(["--config", str(cfg), "--data", str(data), "--out", str(tmp_path / name), "--device", "cpu",
+          "--no-progress"])
+    ckpt = tmp_path / name / "checkpoints" / (tmp_path / name / "checkpoints/latest").read_text().strip()
+    return read_checkpoint(ckpt / "model.pt")["state_dict"]
+
+
+def test_train_init_from_starts_from_a_saved_model(tmp_path: Path) -> None:
+    """``train.init_from``: a fine-tuning run starts from every parameter of a saved model (lr 0
+    keeps them), and a checkpoint of another architecture is refused with the differing key."""
+    from tests.scannet_scenes import write_processed
+
+    data = write_processed(tmp_path / "data", n_train=1, n_val=0)
+    first = _run(tmp_path, data, "first", {})
+    ckpt = tmp_path / "first/checkpoints" / (tmp_path / "first/checkpoints/latest").read_text().strip()
+    second = _run(tmp_path, data, "second", {"init_from": str(ckpt / "model.pt")})
+    fresh = _model().state_dict()
+    moved = [k for k in first if k in fresh and fresh[k].is_floating_point()
+             and not torch.equal(first[k], fresh[k])]
+    assert moved, "the first run changed no weight"
+    params = {name for name, _ in _model().named_parameters()}  # BN running stats move in any train step
+    differ = [k for k in params if not torch.equal(first[k], second[k])]
+    assert len(params) > 20 and differ == [], differ[:5]
+
+    from training.init_weights import load_model_weights
+
+    other = config_from_dict({"model": {**TINY_OFFICIAL, "d_model": 48}, "text_encoder": {"name": "hash:32"}})
+    with pytest.raises(ValueError, match="d_model"):
+        load_model_weights(build_model(other, torch.device("cpu")), ckpt / "model.pt")

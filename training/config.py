@@ -78,6 +78,10 @@ class RunConfig:
     # backbone initialisation, the official ``load_from``: SSTNet's ScanNet weights
     # (work_dirs/pretrained/sstnet_scannet.pth); null = random initialisation
     init_backbone: str | None = None
+    # whole-model initialisation (fine-tuning): a model checkpoint (uniseg3d_model/checkpoint.py
+    # format, e.g. uniseg3d_model/weights/default.pt) of the same architecture; loaded strictly
+    # before any --resume (a resumed run restores its own weights instead)
+    init_from: str | None = None
     dist_timeout_min: float = 120.0  # process-group timeout; covers rank 0's validation
 
 

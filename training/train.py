@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from training import train_state as ts
 from training.config import TrainConfig, load_config, save_config
-from training.init_weights import init_class_prototypes, load_sstnet_backbone
+from training.init_weights import init_class_prototypes, load_model_weights, load_sstnet_backbone
 from uniseg3d_model.checkpoint import read_checkpoint, save_checkpoint
 from uniseg3d_model.data.dataset import ScanNetDataset
 from uniseg3d_model.data.official_data import INFO_FILE, OfficialScanNetDataset
@@ -74,8 +74,9 @@ def check_data(cfg: TrainConfig) -> None:
     elif not (root / split).is_dir():
         raise FileNotFoundError(f"data folder {root / split} not found: prepare it first with: python -m "
                                 f"training.prepare_scannet --raw <ScanNet v2 root> --out {root}")
-    for key, path in (("train.init_backbone", cfg.train.init_backbone), ("data.class_embedding",
-                                                                         cfg.data.class_embedding)):
+    files = (("train.init_backbone", cfg.train.init_backbone), ("train.init_from", cfg.train.init_from),
+             ("data.class_embedding", cfg.data.class_embedding))
+    for key, path in files:
         if path is not None and not Path(path).is_file():
             raise FileNotFoundError(f"{key}: file {path} not found")
 
@@ -258,6 +259,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, device: str =
     init_class_prototypes(model, dc.root, dc.class_embedding)
     if rc.init_backbone:
         load_sstnet_backbone(model, rc.init_backbone)
+    if rc.init_from:
+        load_model_weights(model, rc.init_from)
     criterion = build_criterion(cfg.loss_config())
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                                   weight_decay=cfg.optim.weight_decay)
