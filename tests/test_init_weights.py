@@ -135,12 +135,14 @@ def test_train_starts_from_the_sstnet_backbone(tmp_path: Path) -> None:
     )
 
 
-def _run(tmp_path: Path, data: Path, name: str, train: dict) -> dict[str, torch.Tensor]:
+def _run(tmp_path: Path, data: Path, name: str, train: dict,
+         recipe: str = "official") -> dict[str, torch.Tensor]:
     import yaml
 
     cfg = tmp_path / f"{name}.yaml"
     cfg.write_text(yaml.safe_dump({
-        "model": TINY_OFFICIAL, "text_encoder": {"name": "hash:32"}, "optim": {"lr": 0.0 if train else 1e-3},
+        "model": TINY_OFFICIAL, "text_encoder": {"name": "hash:32"}, "loss": {"recipe": recipe},
+        "optim": {"lr": 0.0 if train else 1e-3},
         "data": {"augment": False},
         "train": {"epochs": 1, "batch_size": 1, "amp": "none", "eval_every": 0, **train},
     }))
@@ -172,3 +174,17 @@ def test_train_init_from_starts_from_a_saved_model(tmp_path: Path) -> None:
     other = config_from_dict({"model": {**TINY_OFFICIAL, "d_model": 48}, "text_encoder": {"name": "hash:32"}})
     with pytest.raises(ValueError, match="d_model"):
         load_model_weights(build_model(other, torch.device("cpu")), ckpt / "model.pt")
+
+
+def test_the_official_heads_refuse_our_criterion(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Our criterion asks the instance head for wall / floor, which the official heads never score
+    (their logit -1e4: a loss in the thousands that cannot train): one line, exit 2, before any step."""
+    from tests.scannet_scenes import write_processed
+
+    data = write_processed(tmp_path / "data", n_train=1, n_val=0)
+    with pytest.raises(SystemExit) as exc:
+        _run(tmp_path, data, "ours", {}, recipe="ours")
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "loss.recipe 'ours'" in err[0] and "recipe: official" in err[0]
+    assert not (tmp_path / "ours").exists()

@@ -61,6 +61,17 @@ def check_out_dir(out: Path, resume: bool) -> None:
                               f"to continue it, or choose a new --out")
 
 
+def check_recipe(cfg: TrainConfig) -> None:
+    """``ValueError`` for a model/criterion pair that cannot train: the official heads (the instance
+    head scores things only, wall / floor columns at -1e4) need the official criterion, which takes
+    stuff from the semantic head; our criterion would ask the instance head for stuff (CE ~1e3)."""
+    heads = cfg.model_config().heads
+    recipe = cfg.loss_config().recipe
+    if heads == "official" and recipe != "official":
+        raise ValueError(f"loss.recipe {recipe!r} cannot train the official heads (model.heads 'official' "
+                         f"score things only; stuff comes from the semantic head): set loss.recipe: official")
+
+
 def check_data(cfg: TrainConfig) -> None:
     """``FileNotFoundError`` naming the missing data and how to make it."""
     root, split = Path(str(cfg.data.root)), cfg.data.train_split
@@ -403,6 +414,7 @@ def main(argv: list[str] | None = None) -> None:
                     raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
                 setattr(cfg.train, name, value)
         check_data(cfg)
+        check_recipe(cfg)
         check_out_dir(Path(args.out), args.resume)
     except (FileNotFoundError, FileExistsError, ValueError) as exc:
         print(f"train: error: {exc}", file=sys.stderr)
