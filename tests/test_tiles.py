@@ -24,7 +24,7 @@ def room():
 
 
 def test_every_point_is_in_its_square_and_border_points_in_both_neighbours(room):
-    layout = tile_rows(room.points, CFG)
+    layout = tile_rows(room.points, CFG.tile_size, CFG.overlap)
     member = {key: set(rows.tolist()) for key, rows in layout.items()}
     square = np.floor(room.points[:, :2] / CFG.tile_size).astype(int)
     for i in range(0, len(room.points), 97):
@@ -49,7 +49,7 @@ def oracle_tiles(room, layout) -> list[TileResult]:
 
 
 def test_objects_cut_by_tile_borders_come_back_as_one_instance(room):
-    layout = tile_rows(room.points, CFG)
+    layout = tile_rows(room.points, CFG.tile_size, CFG.overlap)
     tiles = oracle_tiles(room, layout)
     cut = [i for i in np.unique(room.instance) if i >= 0
            and sum(np.any(room.instance[r] == i) for r in layout.values()) > 1]
@@ -91,7 +91,7 @@ def test_a_new_frame_re_encodes_only_the_tiles_it_touched(tiled, room):
 @pytest.mark.parametrize("keep", [True, False], ids=["kept_entries", "bounded_memory"])
 def test_refer_and_clicks_search_all_tiles(tiled, room, keep):
     tiled.cfg.keep_entries = keep
-    tiled.tiles = {}
+    tiled.invalidate()
     m = SceneMap(0.02)
     m.integrate(room.points, room.colors, np.eye(4), stamp=1.0)
     snap = m.snapshot()

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -81,6 +83,14 @@ class _Prepared:
     vocab_results: dict = field(default_factory=dict)  # instance lists per (vocabulary, threshold, cap)
 
 
+class PrivateEntry:
+    """A cache slot of one thread (see :meth:`InferenceEngine.private`): queries of that thread build
+    into and read from ``entry`` instead of the shared cache (a tile of a larger map, say)."""
+
+    def __init__(self, entry: _Prepared | None = None) -> None:
+        self.entry = entry
+
+
 class EncodingBusy(Exception):
     """Raised to a light query while another thread builds the cache entry of a newer map."""
 
@@ -138,6 +148,24 @@ class InferenceEngine:
     def invalidate(self) -> None:
         self._prep = None
 
+    @contextmanager
+    def private(self, entry: _Prepared | None = None) -> Iterator[PrivateEntry]:
+        """Within the block, this thread's queries use a private cache slot (built there when its
+        version differs from the snapshot's) and never touch the shared entry, its build lock or
+        ``building``: other threads' queries see none of it. Used by the tiled engine."""
+        slot = PrivateEntry(entry)
+        outer = getattr(self._local, "private", None)
+        self._local.private = slot
+        try:
+            yield slot
+        finally:
+            self._local.private = outer
+
+    def _current(self) -> _Prepared | None:
+        """The entry this thread reads: its private one inside :meth:`private`, else the shared one."""
+        slot = getattr(self._local, "private", None)
+        return self._prep if slot is None else slot.entry
+
     @property
     def building(self) -> tuple[int, float] | None:
         """(map version, seconds since it started) of the encoding being built, or None."""
@@ -149,6 +177,12 @@ class InferenceEngine:
         a time, under ``_build_lock``). ``wait=False`` (light queries) does not queue behind another
         thread's build: it raises :class:`EncodingBusy` carrying the last finished entry instead."""
         version = int(snapshot.version)
+        slot = getattr(self._local, "private", None)
+        if slot is not None:  # a private slot: no shared state, no lock
+            if slot.entry is not None and slot.entry.version == version:
+                return self._cached(slot.entry), True
+            slot.entry = self._build(snapshot, version)
+            return slot.entry, False
         prep = self._prep
         if prep is not None and prep.version == version:
             return self._cached(prep), True
@@ -417,8 +451,9 @@ class InferenceEngine:
         from scipy.spatial import cKDTree
 
         # the entry this query will use: this version's, or the last one while another thread builds
-        last = self._prep
-        usable = last is not None and (last.version == snapshot.version or self._building is not None)
+        last, private = self._current(), getattr(self._local, "private", None) is not None
+        busy = self._building is not None and not private
+        usable = last is not None and (last.version == snapshot.version or busy)
         tree = last.tree if usable else cKDTree(np.asarray(snapshot.points, dtype=np.float64))
         dist, _ = tree.query(pts)
         far = np.flatnonzero(dist > limit)

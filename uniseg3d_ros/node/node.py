@@ -67,6 +67,7 @@ from uniseg3d_ros.node.object_topics import ObjectTracking
 from uniseg3d_ros.node.qos import InputSubscription, input_qos
 from uniseg3d_ros.node.services import ServiceHandlers
 from uniseg3d_ros.node.tf_listener import make_native_tf_lookup
+from uniseg3d_ros.node.tiling import TilingChoice
 from uniseg3d_ros.node.warnings_log import route_warnings_to_logger
 
 NODE_NAME = "uniseg3d_node"
@@ -96,7 +97,7 @@ class DuplicateNodeError(RuntimeError):
     """A node with this node's fully qualified name is already in the graph."""
 
 
-class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
+class UniSeg3DNode(ObjectTracking, ServiceHandlers, TilingChoice, Node):
     """The plain node: parameters, model, then every topic/service (``build``). A model that cannot
     load raises :class:`ModelLoadError` (``main`` exits 2 with its one-line reason). The managed
     variant (node/lifecycle.py) runs the same steps from its lifecycle transitions."""
@@ -280,9 +281,17 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, Node):
             model_loaded=self.engine is not None,
             encodes=self.engine.encode_count if self.engine is not None else 0,
             input_qos={sub.name: sub.describe() for sub in self.inputs},
-            encoding_version=(self.engine.building or (-1,))[0] if self.engine is not None else -1,
+            encoding_version=self._encoding_version(),
+            tiles=len(self._tiled.tiles) if self._tiled is not None else 0,
         )
         return out
+
+    def _encoding_version(self) -> int:
+        """The map version being encoded (tiled or not), -1 when none."""
+        if self.engine is None:
+            return -1
+        tiled = self._tiled.building if self._tiled is not None else None
+        return (tiled or self.engine.building or (-1,))[0]
 
     def _maintain_inputs(self) -> None:
         for sub in self.inputs:
