@@ -42,26 +42,26 @@ class TileResult:
 
 
 def tile_rows(points: np.ndarray, tile_size: float, overlap: float) -> dict[tuple[int, int], np.ndarray]:
-    """(N, 3) map points -> {(ix, iy): sorted int32 rows within ``overlap`` of square (ix, iy)}."""
-    xy = np.asarray(points)[:, :2]
-    lo = np.floor((xy - overlap) / tile_size).astype(np.int32)  # a point belongs to every tile whose
-    hi = np.floor((xy + overlap) / tile_size).astype(np.int32)  # expanded square contains it
-    reach = int(np.ceil(2 * overlap / tile_size)) + 1
-    out: dict[tuple[int, int], list[np.ndarray]] = {}
-    for dx, dy in itertools.product(range(reach), range(reach)):
-        ix, iy = lo[:, 0] + dx, lo[:, 1] + dy
-        ok = np.flatnonzero((ix <= hi[:, 0]) & (iy <= hi[:, 1])).astype(ROW)
-        if ok.size == 0:
+    """(N, 3) map points -> {(ix, iy): sorted int32 rows within ``overlap`` of square (ix, iy)}, i.e.
+    ``ix * tile_size - overlap <= x < (ix + 1) * tile_size + overlap`` (and so for y). One column of
+    tiles at a time: the transient memory is an (N,) bool mask and that column's rows."""
+    pts = np.asarray(points)
+    if len(pts) == 0:
+        return {}
+    ts, ov = np.float64(tile_size), np.float64(overlap)  # float64 bounds: compared in float64
+    out: dict[tuple[int, int], np.ndarray] = {}
+    x, y = pts[:, 0], pts[:, 1]
+    for ix in range(int(np.floor((x.min() - ov) / ts)), int(np.floor((x.max() + ov) / ts)) + 1):
+        col = np.flatnonzero((x >= ix * ts - ov) & (x < (ix + 1) * ts + ov)).astype(ROW)
+        if col.size == 0:
             continue
-        code = ix[ok].astype(np.int64) * (1 << 32) + (iy[ok].astype(np.int64) + (1 << 31))
-        order = np.argsort(code, kind="stable")
-        code, ok = code[order], ok[order]
-        starts = np.flatnonzero(np.r_[True, code[1:] != code[:-1]])
-        for a, b in zip(starts, np.r_[starts[1:], len(code)]):
-            key = (int(code[a] >> 32), int((code[a] & 0xFFFFFFFF) - (1 << 31)))
-            out.setdefault(key, []).append(ok[a:b])
-        del code, order
-    return {k: np.sort(np.concatenate(v)) for k, v in sorted(out.items())}
+        cy = y[col]
+        for iy in range(int(np.floor((cy.min() - ov) / ts)), int(np.floor((cy.max() + ov) / ts)) + 1):
+            rows = col[(cy >= iy * ts - ov) & (cy < (iy + 1) * ts + ov)]
+            if rows.size:
+                out[(ix, iy)] = rows  # ascending: a subset of ascending rows
+        del col, cy
+    return out
 
 
 def tile_pairs(keys: list[tuple[int, int]], reach: int | None = None) -> list[tuple[int, int]]:
