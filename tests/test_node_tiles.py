@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests import rosutil
-from tests.test_node import NODE, NodeHarness, _ros_arg
+from tests.test_node import NODE, NodeHarness
 
 TILE = {"tile_above": 4.0, "tile_size": 2.0, "tile_overlap": 0.6}
 PARAMS = {
@@ -34,21 +34,10 @@ CHAIR = 1016  # the office's green chair (room 2, object 16)
 @pytest.fixture(scope="module")
 def ros(tmp_path_factory):
     map_dir = tmp_path_factory.mktemp("maps")
-    with rosutil.ros_domain() as domain, rosutil.ros_context(domain) as ctx:
-        env = rosutil.ros_env(domain, {"OMP_NUM_THREADS": "1"})
-        args = ["-m", "uniseg3d_ros.node.node", "--ros-args"]
-        for k, v in {**PARAMS, "map_directory": str(map_dir)}.items():
-            args += ["-p", f"{k}:={_ros_arg(v)}"]
-        with rosutil.start_python(args, env=env, name="uniseg3d_node") as server:
-            harness = NodeHarness(ctx, server)
-            harness.map_dir = map_dir
-            try:
-                server.wait_for_output("ready:", timeout=120.0)
-                yield harness
-            finally:
-                harness.node.destroy_node()
-            log = server.output()
-            assert server.stop() == 0, f"the node did not exit cleanly on SIGINT:\n{log[-4000:]}"
+    with rosutil.running_node({**PARAMS, "map_directory": str(map_dir)}, NodeHarness,
+                              ready_timeout=120.0) as harness:
+        harness.map_dir = map_dir
+        yield harness
 
 
 def _rooms(seeds):
@@ -79,7 +68,7 @@ def bathroom():
 
 @pytest.fixture(scope="module")
 def engine():
-    from uniseg3d_ros.inference.engine import load_engine
+    from uniseg3d_ros.inference.loading import load_engine
 
     return load_engine("")
 

@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,7 +39,6 @@ __all__ = [
     "InstanceInfo",
     "QueryResult",
     "instance_stats",
-    "load_engine",
 ]
 
 #: the stages of a segment run, in order, reported to ``progress`` callbacks (``segment(progress=)``)
@@ -508,65 +506,11 @@ def _model_class_names(model: Any) -> list[str]:
     return list(SCANNET20_CLASSES)
 
 
-RANDOM_MODEL = "random"  # checkpoint value that asks for the random small model explicitly
+def __getattr__(name: str) -> Any:
+    """``load_engine`` and its helpers moved to :mod:`uniseg3d_ros.inference.loading`; the old
+    import path keeps working."""
+    if name in ("load_engine", "default_checkpoint", "RANDOM_MODEL"):
+        from uniseg3d_ros.inference import loading
 
-
-def default_checkpoint() -> Path:
-    """The shipped model: ``uniseg3d_model/weights/default.pt`` (may be absent)."""
-    import uniseg3d_model
-
-    return Path(uniseg3d_model.__file__).resolve().parent / "weights" / "default.pt"
-
-
-def load_engine(
-    checkpoint: str = "",
-    device: str = "cpu",
-    text_encoder: str = "",
-    cfg: EngineConfig | None = None,
-    text_encoder_weights: str = "",
-) -> InferenceEngine:
-    """Build the engine: ``checkpoint`` ('' = :func:`default_checkpoint` when present, else a
-    randomly initialised ``ModelConfig.small()`` model, reported in ``engine.notes``; 'random'
-    asks for that random model explicitly, e.g. for tests). ``text_encoder`` '' = the checkpoint's
-    own encoder ('minilm' for the untrained model); another name replaces it.
-    Raises ``FileNotFoundError`` for a named checkpoint that does not exist."""
-    import torch
-
-    notes: list[str] = []
-    if checkpoint == RANDOM_MODEL:
-        path = None
-    else:
-        path = Path(checkpoint).expanduser() if checkpoint else default_checkpoint()
-    if checkpoint and path is not None and not path.is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint!r} does not exist")
-    if path is not None and path.is_file():
-        from uniseg3d_model.checkpoint import load_checkpoint, read_checkpoint
-
-        trained_with = str(read_checkpoint(path).get("text_encoder", ""))
-        encoder = None
-        if text_encoder and text_encoder != trained_with:
-            from uniseg3d_model.text_encoders import build_text_encoder
-
-            encoder = build_text_encoder(text_encoder, **_encoder_kw(text_encoder, text_encoder_weights))
-            notes.append(f"text encoder {text_encoder!r} overrides the checkpoint's {trained_with!r}")
-        model, _meta = load_checkpoint(str(path), device=device, text_encoder=encoder)
-        notes.append(f"loaded checkpoint {path}")
-    else:
-        from uniseg3d_model.model import ModelConfig, UniSeg3D
-        from uniseg3d_model.text_encoders import build_text_encoder
-
-        name = text_encoder or "minilm"
-        encoder = build_text_encoder(name, **_encoder_kw(name, text_encoder_weights))
-        torch.manual_seed(0)  # the same random model in every process (tests compare node and engine)
-        model = UniSeg3D(ModelConfig.small(), encoder).to(device)
-        why = "checkpoint 'random' requested" if path is None else f"{path} is missing"
-        notes.append(
-            f"NO CHECKPOINT ({why}): running a RANDOMLY INITIALISED small model - "
-            "masks and labels are NOT meaningful"
-        )
-    model.eval()
-    return InferenceEngine(model, cfg, device=device, notes=notes)
-
-
-def _encoder_kw(name: str, weights: str) -> dict[str, Any]:
-    return {"weights": weights} if name.startswith("openclip:") and weights else {}
+        return getattr(loading, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
