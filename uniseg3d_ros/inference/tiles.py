@@ -116,12 +116,18 @@ class TiledEngine:
     def invalidate(self) -> None:
         self._tiling, self._cache = None, {}
 
-    def _tile_snapshot(self, snap: Any, rows: np.ndarray) -> Any:
+    @staticmethod
+    def _tile_snapshot(snap: Any, rows: np.ndarray | None = None, version: int | None = None) -> Any:
+        """The points and colours of ``rows`` (None: all) of ``snap`` as a snapshot of its own
+        (a new tile version unless given); the engine reads no other field, so they stay empty
+        (and a kept snapshot holds no reference to the map's other arrays)."""
         from uniseg3d_ros.mapping.scene_map import MapSnapshot
 
-        return MapSnapshot(points=snap.points[rows], colors=snap.colors[rows], counts=snap.counts[rows],
-                           last_seen=snap.last_seen[rows], version=next(_TILE_VERSIONS),
-                           voxel_size=snap.voxel_size, keys=snap.keys[:0])
+        pts, cols = (snap.points, snap.colors) if rows is None else (snap.points[rows], snap.colors[rows])
+        return MapSnapshot(points=pts, colors=cols, counts=np.zeros(0, np.int32),
+                           last_seen=np.zeros(0, np.float64),
+                           version=next(_TILE_VERSIONS) if version is None else version,
+                           voxel_size=snap.voxel_size, keys=np.zeros(0, np.int64))
 
     # ----------------------------------------------------------------- building
     def _build(self, snapshot: Any, thr: float, progress: Any) -> _Tiling:
@@ -169,7 +175,8 @@ class TiledEngine:
         res = QueryResult(True, msg, insts, class_names=list(self.engine.class_names), semantic=semantic,
                           points=snapshot.points, colors=snapshot.colors, query="segment",
                           map_version=int(snapshot.version), cached=self.encoded_last == 0)
-        tiling = _Tiling(int(snapshot.version), snapshot, {t.key: t for t in results}, semantic, thr, res)
+        slim = self._tile_snapshot(snapshot, None, int(snapshot.version))  # points and colours only
+        tiling = _Tiling(int(snapshot.version), slim, {t.key: t for t in results}, semantic, thr, res)
         self._tiling = tiling
         return tiling
 
@@ -189,8 +196,7 @@ class TiledEngine:
         if self.cfg.keep_entries:  # slimmed: the final decoder layer, the entry's own point copies
             entry = slot.entry
             entry.base_out = replace(entry.base_out, layers=[entry.base_out.final])
-            kept = replace(sub, points=entry.scene.points, colors=entry.scene.colors, counts=sub.counts[:0],
-                           last_seen=sub.last_seen[:0], keys=sub.keys[:0])
+            kept = replace(sub, points=entry.scene.points, colors=entry.scene.colors)
         insts = res.instances
         return TileResult(key, rows, [rows[i.point_indices].astype(ROW) for i in insts],
                           [int(i.class_id) for i in insts], [float(i.score) for i in insts],
