@@ -251,3 +251,43 @@ def test_tiled_segment_action_reports_stages_per_tile_and_cancels(ros, apartment
     assert 0 < encoded < tiles and stages[-1] == "postprocess"
     assert f"({encoded} encoded)" in res.result.message
     client.destroy()
+
+
+@pytest.mark.ros
+def test_light_queries_answer_on_the_last_tiling_while_a_tiled_segment_runs(ros, apartment):
+    import time
+
+    from sensor_msgs.msg import PointCloud2
+    from uniseg3d_msgs.srv import Refer, Segment
+
+    from uniseg3d_ros.mapping.frames import stamp_msg
+    from uniseg3d_ros.mapping.pointcloud2 import Header, points_to_cloud
+
+    if ros.fresh_stats()["map_points"] < 200000:
+        ros.load_room(apartment)
+    first = ros.call(Segment, "segment", Segment.Request(), timeout=120.0)
+    assert first.success, first.message
+    old = ros.fresh_stats()["map_version"]
+
+    # a frame over the whole office (every tile changes): the next segment re-encodes them all
+    office = apartment.points[apartment.ids >= 1000]
+    frame = office[::3] + np.float32([0.0, 0.0, 0.01])
+    header = Header(frame_id="map", stamp=stamp_msg(2.0))
+
+    def msg():
+        return points_to_cloud(header, frame, None, msg_factory=PointCloud2)
+
+    ros.publish_until(msg, lambda: ros.stats.get("map_version", old) != old, "the new frame integrated")
+    client = ros.node.create_client(Segment, f"{NODE}/segment")
+    seg = client.call_async(Segment.Request())
+    ros.spin_until(lambda: ros.stats.get("encoding_version", -1) > 0, 60.0, "the node tiling the new map")
+    t0 = time.perf_counter()
+    ref = ros.call(Refer, "refer", Refer.Request(text="the black table"))
+    round_trip = time.perf_counter() - t0
+    assert not seg.done(), "the tiled segment finished before refer: make the frame larger"
+    assert ref.success and f"on map version {old}" in ref.message, ref.message
+    print(f"refer during a tiled segment: {1e3 * round_trip:.0f} ms round trip; {ref.message}")
+    assert round_trip < 5.0  # a decoder pass per tile, never behind the tiled encode
+    ros.spin_until(seg.done, 120.0, "segment response")
+    assert seg.result().success and "encoded" in seg.result().message
+    ros.node.destroy_client(client)
