@@ -24,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.synthetic_room import make_room  # noqa: E402
-from uniseg3d_ros.inference.engine import load_engine  # noqa: E402
+from uniseg3d_ros.inference.loading import load_engine  # noqa: E402
 from uniseg3d_ros.mapping.pointcloud2 import cloud_to_arrays, points_to_cloud  # noqa: E402
 from uniseg3d_ros.mapping.scene_map import SceneMap  # noqa: E402
 

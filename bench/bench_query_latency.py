@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uniseg3d_model import postprocess  # noqa: E402
 from uniseg3d_model.synthetic.scene import SceneConfig, generate_scene  # noqa: E402
-from uniseg3d_ros.inference.engine import load_engine  # noqa: E402
+from uniseg3d_ros.inference.loading import load_engine  # noqa: E402
 from uniseg3d_ros.mapping.scene_map import SceneMap  # noqa: E402
 
 VOCABS = [["chair", "table", "sofa"], ["lamp", "bed", "door"], ["cabinet", "desk", "window", "picture"],

@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from uniseg3d_model.superpoints import segment_points  # noqa: E402
 from uniseg3d_model.synthetic.scene import SceneConfig, generate_scene  # noqa: E402
-from uniseg3d_ros.inference.engine import EngineConfig, load_engine  # noqa: E402
+from uniseg3d_ros.inference.engine import EngineConfig  # noqa: E402
+from uniseg3d_ros.inference.loading import load_engine  # noqa: E402
 from uniseg3d_ros.mapping.scene_map import SceneMap  # noqa: E402
 
 

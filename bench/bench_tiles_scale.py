@@ -10,6 +10,7 @@ map's own ``SceneMap.nbytes``.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_tiles_scale.py                  # bounded memory
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_tiles_scale.py --keep-entries   # fast prompted queries
+    .venv/bin/python bench/bench_tiles_scale.py --layout-only   # tiles and the largest tile, no model
 """
 
 from __future__ import annotations
@@ -58,10 +59,27 @@ def apartment(target_voxels: int):
     return m
 
 
+def largest_tile(snap) -> int:
+    from uniseg3d_ros.inference.tile_merge import tile_rows
+
+    return max(len(r) for r in tile_rows(snap.points, 6.0, 1.0).values())
+
+
+def layout_only(sizes: list[int]) -> None:
+    """Voxels, tiles and the largest tile's voxels per map size (what bounds peak memory)."""
+    from uniseg3d_ros.inference.tile_merge import tile_rows
+
+    print(f"{'voxels':>10} {'tiles':>6} {'largest tile':>13}")
+    for size in sizes:
+        snap = apartment(size).snapshot()
+        layout = tile_rows(snap.points, 6.0, 1.0)
+        print(f"{len(snap):>10,} {sum(len(r) >= 200 for r in layout.values()):>6} {largest_tile(snap):>13,}")
+
+
 def one(size: int, keep: bool) -> dict:
     import torch
 
-    from uniseg3d_ros.inference.engine import load_engine
+    from uniseg3d_ros.inference.loading import load_engine
     from uniseg3d_ros.inference.tiles import TileConfig, TiledEngine
 
     torch.set_num_threads(1)
@@ -82,7 +100,7 @@ def one(size: int, keep: bool) -> dict:
     return {"voxels": len(snap), "tiles": len(tiled.tiles), "seconds": seconds,
             "instances": len(res.instances), "peak_added_mb": peak - base, "map_mb": m.nbytes / 2**20,
             "again_s": t_again, "again_encoded": tiled.encoded_last, "again_ok": again.success,
-            "retained_mb": rss_mb() - base}
+            "retained_mb": rss_mb() - base, "largest_tile": largest_tile(snap)}
 
 
 def main() -> None:
@@ -90,15 +108,20 @@ def main() -> None:
     ap.add_argument("--sizes", default="150000,500000,1500000,3000000")
     ap.add_argument("--keep-entries", action="store_true",
                     help="keep every tile's engine entry (fast refer/clicks, memory grows with the map)")
+    ap.add_argument("--layout-only", action="store_true",
+                    help="tiles and the largest tile per size, no model")
     ap.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.layout_only:
+        layout_only([int(s) for s in args.sizes.split(",")])
+        return
     if args.one:
         print(json.dumps(one(args.one, args.keep_entries)))
         return
     print(f"tiled segment, 6 m tiles + 1 m overlap, keep_entries={args.keep_entries}, shipped model, "
           f"OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS')}, load avg {os.getloadavg()[0]:.1f} on {os.cpu_count()} cpus")
-    head = (f"{'voxels':>10} {'tiles':>6} {'segment s':>10} {'s/Mvoxel':>9} {'peak +MB':>9} "
+    head = (f"{'voxels':>10} {'tiles':>6} {'largest':>8} {'segment s':>10} {'s/Mvoxel':>9} {'peak +MB':>9} "
             f"{'kept +MB':>9} {'map MB':>7} {'instances':>9} | {'after 1 frame: s, tiles re-encoded':>34}")
     print(head)
     print("-" * len(head))
@@ -111,7 +134,8 @@ def main() -> None:
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         per_m = r["seconds"] / r["voxels"] * 1e6
-        print(f"{r['voxels']:>10,} {r['tiles']:>6} {r['seconds']:>10.1f} {per_m:>9.1f} "
+        print(f"{r['voxels']:>10,} {r['tiles']:>6} {r['largest_tile']:>8,} {r['seconds']:>10.1f} "
+              f"{per_m:>9.1f} "
               f"{r['peak_added_mb']:>9.0f} {r['retained_mb']:>9.0f} {r['map_mb']:>7.0f} "
               f"{r['instances']:>9} | "
               f"{r['again_s']:>10.1f} s, {r['again_encoded']} of {r['tiles']}")

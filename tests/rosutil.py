@@ -252,3 +252,45 @@ def call_service(
     future = client.call_async(request)
     spin_until(node, future.done, timeout, f"response from {client.srv_name}", procs)
     return future.result()
+
+
+# --------------------------------------------------------------------------- uniseg3d_node
+
+
+def ros_arg(value: Any) -> Any:
+    """A parameter value as ``-p name:=value`` spells it (booleans lower-case, '' quoted)."""
+    return str(value).lower() if isinstance(value, bool) else (value if value != "" else '""')
+
+
+def node_args(params: dict[str, Any], module: str = "uniseg3d_ros.node.node") -> list[str]:
+    """Python arguments that start ``module``'s node with ``params`` (``-p name:=value`` each)."""
+    args = ["-m", module, "--ros-args"]
+    for k, v in params.items():
+        args += ["-p", f"{k}:={ros_arg(v)}"]
+    return args
+
+
+@contextmanager
+def running_node(
+    params: dict[str, Any],
+    make_probe: Callable[[Any, RosProcess], Any],
+    extra_env: dict[str, str] | None = None,
+    name: str = "uniseg3d_node",
+    ready_timeout: float = 60.0,
+) -> Iterator[Any]:
+    """``uniseg3d_node`` with ``params`` in its own process on a leased, isolated domain; yields
+    ``make_probe(ctx, server)`` (the test side; it must have a ``node``) once the node logged
+    ``ready:``, with ``domain`` and ``env`` set on it. Afterwards the probe's node is destroyed and
+    the node must exit cleanly on SIGINT."""
+    with ros_domain() as domain, ros_context(domain) as ctx:
+        env = ros_env(domain, extra_env)
+        with start_python(node_args(params), env=env, name=name) as server:
+            probe = make_probe(ctx, server)
+            probe.domain, probe.env = domain, env
+            try:
+                server.wait_for_output("ready:", timeout=ready_timeout)
+                yield probe
+            finally:
+                probe.node.destroy_node()
+            log = server.output()
+            assert server.stop() == 0, f"the node did not exit cleanly on SIGINT:\n{log[-4000:]}"

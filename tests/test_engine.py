@@ -15,8 +15,8 @@ from uniseg3d_ros.inference.engine import (
     InferenceEngine,
     QueryResult,
     instance_stats,
-    load_engine,
 )
+from uniseg3d_ros.inference.loading import load_engine
 from uniseg3d_ros.mapping.scene_map import SceneMap
 
 
@@ -151,7 +151,7 @@ def test_missing_named_checkpoint_raises(tmp_path):
 
 
 def test_random_model_fallback_is_announced(monkeypatch, tmp_path):
-    import uniseg3d_ros.inference.engine as engine_mod
+    import uniseg3d_ros.inference.loading as engine_mod
 
     monkeypatch.setattr(engine_mod, "default_checkpoint", lambda: tmp_path / "absent.pt")
     eng = load_engine("", text_encoder="hash")

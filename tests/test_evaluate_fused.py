@@ -9,7 +9,7 @@ import pytest
 
 from training.evaluate_fused import main, node_answers, seen_unseen_ap
 from uniseg3d_model.synthetic.scene import SceneConfig, generate_scene
-from uniseg3d_ros.inference.engine import load_engine
+from uniseg3d_ros.inference.loading import load_engine
 from uniseg3d_ros.tools.fused_scene import FuseConfig, fused_sample
 
 

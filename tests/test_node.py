@@ -74,8 +74,7 @@ NODE_PARAMS = {
 }
 
 
-def _ros_arg(value):
-    return str(value).lower() if isinstance(value, bool) else (value if value != "" else '""')
+_ros_arg = rosutil.ros_arg  # other test modules import it from here
 
 
 class NodeHarness:
@@ -176,26 +175,12 @@ class NodeHarness:
 
 @pytest.fixture(scope="module")
 def ros(tmp_path_factory):
-    import rclpy
-
     map_dir = tmp_path_factory.mktemp("maps")
-    with rosutil.ros_domain() as domain, rosutil.ros_context(domain) as ctx:
-        # fewer malloc arenas: RSS then reflects live memory, not per-thread arena slack
-        env = rosutil.ros_env(domain, {"MALLOC_ARENA_MAX": "2"})
-        args = ["-m", "uniseg3d_ros.node.node", "--ros-args"]
-        for k, v in {**NODE_PARAMS, "map_directory": str(map_dir)}.items():
-            args += ["-p", f"{k}:={_ros_arg(v)}"]
-        with rosutil.start_python(args, env=env, name="uniseg3d_node") as server:
-            harness = NodeHarness(ctx, server)
-            harness.map_dir = map_dir
-            try:
-                server.wait_for_output("ready:", timeout=60.0)
-                yield harness
-            finally:
-                harness.node.destroy_node()
-            log = server.output()
-            assert server.stop() == 0, f"the node did not exit cleanly on SIGINT:\n{log[-4000:]}"
-    del rclpy
+    # fewer malloc arenas: RSS then reflects live memory, not per-thread arena slack
+    with rosutil.running_node({**NODE_PARAMS, "map_directory": str(map_dir)}, NodeHarness,
+                              {"MALLOC_ARENA_MAX": "2"}) as harness:
+        harness.map_dir = map_dir
+        yield harness
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +309,7 @@ def test_services_answer_bad_requests_with_a_reason(ros, room):
 def test_segment_geometry_matches_cloud_markers_and_engine(ros, room):
     from uniseg3d_msgs.srv import SaveMap, Segment
 
-    from uniseg3d_ros.inference.engine import load_engine
+    from uniseg3d_ros.inference.loading import load_engine
     from uniseg3d_ros.node.markers import marker_array_to_specs
 
     ros.load_room(room)

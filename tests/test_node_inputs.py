@@ -31,11 +31,7 @@ PARAMS = {
 }
 
 
-def _args(params: dict) -> list[str]:
-    args = ["-m", "uniseg3d_ros.node.node", "--ros-args"]
-    for k, v in params.items():
-        args += ["-p", f"{k}:={v if v != '' else chr(34) * 2}"]
-    return args
+_args = rosutil.node_args
 
 
 class Probe:
@@ -102,18 +98,9 @@ class Probe:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory):
     map_dir = tmp_path_factory.mktemp("maps")
-    with rosutil.ros_domain() as domain, rosutil.ros_context(domain) as ctx:
-        env = rosutil.ros_env(domain)
-        with rosutil.start_python(_args({**PARAMS, "map_directory": map_dir}), env=env) as server:
-            probe = Probe(ctx, server)
-            probe.map_dir, probe.domain, probe.env = map_dir, domain, env
-            try:
-                server.wait_for_output("ready:", timeout=60.0)
-                yield probe
-            finally:
-                probe.node.destroy_node()
-            log = server.output()
-            assert server.stop() == 0, f"the node did not exit cleanly on SIGINT:\n{log[-4000:]}"
+    with rosutil.running_node({**PARAMS, "map_directory": map_dir}, Probe) as probe:
+        probe.map_dir = map_dir
+        yield probe
 
 
 def _cloud(points, frame="map", stamp=1.0, colors=None):

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests import rosutil
-from tests.test_node import NODE_PARAMS, _ros_arg
+from tests.test_node import NODE_PARAMS
 
 pytestmark = pytest.mark.ros
 
@@ -15,9 +15,7 @@ GOOD = {k: v for k, v in NODE_PARAMS.items() if k in ("text_encoder", "checkpoin
 
 
 def _args(module, params, name=None):
-    args = ["-m", module, "--ros-args"]
-    for k, v in params.items():
-        args += ["-p", f"{k}:={_ros_arg(v)}"]
+    args = rosutil.node_args(params, module)
     if name:
         args += ["-r", f"__node:={name}"]
     return args

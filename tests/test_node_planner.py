@@ -12,27 +12,15 @@ import numpy as np
 import pytest
 
 from tests import rosutil
-from tests.test_node import NODE, NODE_PARAMS, NodeHarness, _ros_arg
+from tests.test_node import NODE, NODE_PARAMS, NodeHarness
 
 PARAMS = {**NODE_PARAMS, "diagnostics_period": 0.2, "max_voxels": 20000}
 
 
 @pytest.fixture(scope="module")
 def ros():
-    with rosutil.ros_domain() as domain, rosutil.ros_context(domain) as ctx:
-        env = rosutil.ros_env(domain)
-        args = ["-m", "uniseg3d_ros.node.node", "--ros-args"]
-        for k, v in PARAMS.items():
-            args += ["-p", f"{k}:={_ros_arg(v)}"]
-        with rosutil.start_python(args, env=env, name="uniseg3d_node") as server:
-            harness = NodeHarness(ctx, server)
-            try:
-                server.wait_for_output("ready:", timeout=60.0)
-                yield harness
-            finally:
-                harness.node.destroy_node()
-            log = server.output()
-            assert server.stop() == 0, f"the node did not exit cleanly on SIGINT:\n{log[-4000:]}"
+    with rosutil.running_node(PARAMS, NodeHarness) as harness:
+        yield harness
 
 
 @pytest.fixture(scope="module")

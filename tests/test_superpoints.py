@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from uniseg3d_model.graph_segmentation import felzenszwalb_segment
+from uniseg3d_model.graph_segmentation import felzenszwalb_segment, sort_edges
 from uniseg3d_model.superpoints import pool, segment_mesh, segment_points
 
 
@@ -101,6 +101,8 @@ def test_graph_segmentation_backends_agree_on_random_graphs():
         py = felzenszwalb_segment(n, a, b, w, k, min_size, backend="python")
         nb = felzenszwalb_segment(n, a, b, w, k, min_size, backend="numba")
         assert same_partition(py, nb)
+        pre = felzenszwalb_segment(n, *sort_edges(a, b, w), k, min_size, presorted=True)  # sorted once
+        np.testing.assert_array_equal(pre, nb)
 
 
 def test_segment_mesh_matches_reference_segmentator_on_noisy_mesh(backend):

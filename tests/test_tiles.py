@@ -24,7 +24,7 @@ def room():
 
 
 def test_every_point_is_in_its_square_and_border_points_in_both_neighbours(room):
-    layout = tile_rows(room.points, CFG)
+    layout = tile_rows(room.points, CFG.tile_size, CFG.overlap)
     member = {key: set(rows.tolist()) for key, rows in layout.items()}
     square = np.floor(room.points[:, :2] / CFG.tile_size).astype(int)
     for i in range(0, len(room.points), 97):
@@ -49,7 +49,7 @@ def oracle_tiles(room, layout) -> list[TileResult]:
 
 
 def test_objects_cut_by_tile_borders_come_back_as_one_instance(room):
-    layout = tile_rows(room.points, CFG)
+    layout = tile_rows(room.points, CFG.tile_size, CFG.overlap)
     tiles = oracle_tiles(room, layout)
     cut = [i for i in np.unique(room.instance) if i >= 0
            and sum(np.any(room.instance[r] == i) for r in layout.values()) > 1]
@@ -91,7 +91,7 @@ def test_a_new_frame_re_encodes_only_the_tiles_it_touched(tiled, room):
 @pytest.mark.parametrize("keep", [True, False], ids=["kept_entries", "bounded_memory"])
 def test_refer_and_clicks_search_all_tiles(tiled, room, keep):
     tiled.cfg.keep_entries = keep
-    tiled.tiles = {}
+    tiled.invalidate()
     m = SceneMap(0.02)
     m.integrate(room.points, room.colors, np.eye(4), stamp=1.0)
     snap = m.snapshot()
@@ -105,3 +105,77 @@ def test_refer_and_clicks_search_all_tiles(tiled, room, keep):
     for inst, c in zip(clicks.instances, far_apart):
         d = np.linalg.norm(snap.points[inst.point_indices] - c, axis=1).min()
         assert d < 0.05  # each click's mask lies at the click, in the tile that holds it
+
+
+def test_light_queries_never_wait_for_a_tiled_build_and_tiles_leave_the_shared_entry_alone(tiled, room):
+    import threading
+    import time
+
+    from uniseg3d_ros.inference.engine import Cancelled
+
+    tiled.cfg.keep_entries = True
+    tiled.invalidate()
+    m = SceneMap(0.02)
+    m.integrate(room.points, room.colors, np.eye(4), stamp=1.0)
+    old = m.snapshot()
+    assert tiled.segment(old).success
+    click = old.points[np.argmax(old.points[:, 0])][None]
+    m.integrate(np.float32([[0.6, 0.6, 0.02]]), None, np.eye(4), stamp=2.0)
+    new = m.snapshot()
+    in_tile, release = threading.Event(), threading.Event()
+    seen: list = []
+
+    def progress(stage, cached):  # the build of the new version stops inside its first tile
+        seen.append(stage)
+        if stage == "backbone":
+            in_tile.set()
+            release.wait(30)
+
+    out: list = []
+    worker = threading.Thread(target=lambda: out.append(tiled.segment(new, progress=progress)))
+    worker.start()
+    try:
+        assert in_tile.wait(30)
+        assert tiled.building is not None and tiled.building[0] == new.version
+        assert tiled.engine.building is None and tiled.engine._prep is None  # tiles use private slots
+        for ask in (lambda: tiled.refer(new, "the red chair"), lambda: tiled.interactive(new, click),
+                    lambda: tiled.open_vocab(new, ["chair", "table"])):
+            t0 = time.perf_counter()
+            res = ask()
+            assert time.perf_counter() - t0 < 5.0  # a decoder pass per tile, never the build
+            assert res.success and f"on map version {old.version}" in res.message, res.message
+            assert res.map_version == old.version and len(res.points) == len(old.points)
+    finally:
+        release.set()
+        worker.join(60)
+    assert out[0].success and out[0].map_version == new.version and tiled.encoded_last == 1
+    assert seen[:4] == ["superpoints", "backbone", "decoder", "postprocess"] and seen[-1] == "postprocess"
+
+    # a cancel between stages keeps the finished tiles; a new threshold re-runs postprocess only
+    m.integrate(np.float32([[0.6, 0.6, 0.04], [2.2, 2.2, 0.02]]), None, np.eye(4), stamp=3.0)
+    newer = m.snapshot()
+
+    def cancel_second_tile(stage, cached, n=[0]):  # noqa: B006 - a counter
+        n[0] += stage == "superpoints"
+        if n[0] == 2:
+            raise Cancelled(stage)
+
+    with pytest.raises(Cancelled):
+        tiled.segment(newer, progress=cancel_second_tile)
+    assert tiled.segment(newer).success and tiled.encoded_last == 1  # the other touched tile
+    before = tiled.engine.encode_count
+    strict = tiled.segment(newer, score_threshold=0.9)
+    assert strict.success and tiled.engine.encode_count == before
+    assert all(i.score >= 0.9 for i in strict.instances)
+
+
+def test_tiled_segment_masks_are_disjoint_and_index_the_snapshot(tiled, room):
+    tiled.invalidate()
+    m = SceneMap(0.02)
+    m.integrate(room.points, room.colors, np.eye(4), stamp=1.0)
+    snap = m.snapshot()
+    res = tiled.segment(snap, score_threshold=0.01)
+    rows = np.concatenate([i.point_indices for i in res.instances])
+    assert res.success and len(rows) == len(np.unique(rows)) and rows.max() < len(snap.points)
+    label, instance = res.point_labels()
+    assert len(label) == len(snap.points) and (instance[rows] >= 0).all()

@@ -79,7 +79,7 @@ def evaluate_fused(checkpoint: str, data: Path, split: str, vocabulary: list[str
                    max_scenes: int | None = None) -> dict[str, Any]:
     from training.evaluate import evaluate
     from uniseg3d_model.data.scannet import load_processed
-    from uniseg3d_ros.inference.engine import load_engine
+    from uniseg3d_ros.inference.loading import load_engine
 
     engine = load_engine(checkpoint)
     model = engine.model

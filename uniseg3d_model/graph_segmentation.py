@@ -25,6 +25,7 @@ def felzenszwalb_segment(
     k_thresh: float,
     min_size: int,
     backend: str = "auto",
+    presorted: bool = False,
 ) -> np.ndarray:
     """Segment a graph; returns (V,) int64 component root ids (not relabelled).
 
@@ -33,20 +34,27 @@ def felzenszwalb_segment(
     both components' thresholds, a component's threshold being ``k_thresh`` initially and
     ``w + k_thresh / size`` after each merge. A second pass over the same order merges any
     component smaller than ``min_size`` with its neighbour. ``backend``: ``"auto"`` (numba if
-    importable, unless ``UNISEG3D_NO_NUMBA=1``), ``"numba"`` or ``"python"``.
+    importable, unless ``UNISEG3D_NO_NUMBA=1``), ``"numba"`` or ``"python"``. ``presorted``: the
+    edges are already in that order (:func:`sort_edges`), so repeated calls on one graph sort once.
     """
     if backend not in ("auto", "numba", "python"):
         raise ValueError(f"backend must be 'auto', 'numba' or 'python', got {backend!r}")
-    order = np.argsort(w, kind="stable")
-    a = np.ascontiguousarray(a[order], dtype=np.int64)
-    b = np.ascontiguousarray(b[order], dtype=np.int64)
-    w = np.ascontiguousarray(w[order], dtype=np.float64)
+    if not presorted:
+        a, b, w = sort_edges(a, b, w)
     kernel = None
     if backend == "numba" or (backend == "auto" and os.environ.get("UNISEG3D_NO_NUMBA") != "1"):
         kernel = _get_numba_kernel(required=backend == "numba")
     if kernel is None:
         return _segment_python(num_vertices, a, b, w, float(k_thresh), int(min_size))
     return kernel(int(num_vertices), a, b, w, float(k_thresh), int(min_size))
+
+
+def sort_edges(a: np.ndarray, b: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(E,) edge arrays in the order :func:`felzenszwalb_segment` visits them (stable by weight),
+    contiguous int64 / int64 / float64."""
+    order = np.argsort(w, kind="stable")
+    return (np.ascontiguousarray(a[order], dtype=np.int64), np.ascontiguousarray(b[order], dtype=np.int64),
+            np.ascontiguousarray(w[order], dtype=np.float64))
 
 
 def _find(parent: np.ndarray, x: int) -> int:

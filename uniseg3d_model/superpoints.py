@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from uniseg3d_model.graph_segmentation import felzenszwalb_segment
+from uniseg3d_model.graph_segmentation import felzenszwalb_segment, sort_edges
 
 
 def _as_float_array(name: str, value: object, cols: int) -> np.ndarray:
@@ -260,7 +260,8 @@ def segment_points(
     normals = smallest_eigenvectors(cov)
     w = 1.0 - np.abs(np.einsum("ij,ij->i", normals[a], normals[b]))
     w = w + color_weight * np.linalg.norm(vox_colors[a] - vox_colors[b], axis=1) / np.sqrt(3.0)
-    roots = felzenszwalb_segment(m, a, b, w, float(k_thresh), int(min_verts))
+    a, b, w = sort_edges(a, b, w)  # once: the bound below segments the same graph again
+    roots = felzenszwalb_segment(m, a, b, w, float(k_thresh), int(min_verts), presorted=True)
     labels = _relabel(roots)
     if max_superpoints is not None and labels.max() + 1 > max_superpoints:
         labels = _bounded(m, a, b, w, float(k_thresh), int(min_verts), int(max_superpoints), centroids)
@@ -268,13 +269,13 @@ def segment_points(
 
 
 def _bounded(m: int, a, b, w, k_thresh: float, min_verts: int, budget: int, centroids) -> np.ndarray:
-    """(m,) labels with at most ``budget`` segments (see :func:`segment_points`)."""
+    """(m,) labels with at most ``budget`` segments (see :func:`segment_points`); edges sorted."""
     from scipy.spatial import cKDTree
 
     size = max(min_verts, 1)
     while True:
         size *= 2
-        labels = _relabel(felzenszwalb_segment(m, a, b, w, k_thresh, size))
+        labels = _relabel(felzenszwalb_segment(m, a, b, w, k_thresh, size, presorted=True))
         if labels.max() + 1 <= budget or size * budget >= m:
             break
     floor = max(size, -(-m // budget))  # every kept segment has >= m / budget voxels

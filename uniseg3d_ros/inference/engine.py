@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from uniseg3d_ros.inference.engine_cache import (  # noqa: F401 - Cancelled, EncodingBusy: public here
+    VOCAB_CACHE,
+    Cancelled,
+    EncodingBusy,
+    PrivateEntry,
+    _bounded_put,
+    _Prepared,
+)
 from uniseg3d_ros.inference.results import (
     InstanceInfo,
     QueryResult,
@@ -38,19 +47,10 @@ __all__ = [
     "InstanceInfo",
     "QueryResult",
     "instance_stats",
-    "load_engine",
 ]
 
 #: the stages of a segment run, in order, reported to ``progress`` callbacks (``segment(progress=)``)
 STAGES = ("superpoints", "backbone", "decoder", "postprocess")
-#: vocabularies whose open-vocabulary instances one map version keeps
-VOCAB_CACHE = 8
-
-
-class Cancelled(Exception):  # noqa: N818 - reads as what happened: the run was cancelled
-    """Raised by a ``progress`` callback to stop a run between stages (the engine stays consistent)."""
-
-
 @dataclass
 class EngineConfig:
     """Defaults used when a request leaves a field at 0."""
@@ -67,32 +67,6 @@ class EngineConfig:
     superpoint_kwargs: dict[str, Any] = field(
         default_factory=lambda: {"voxel_size": 0.04, "max_superpoints": 1000}
     )
-
-
-@dataclass
-class _Prepared:
-    version: int
-    scene: Any  # SceneSample without prompts
-    encodings: list[Any]
-    tree: Any  # scipy cKDTree over scene points, built lazily
-    base_out: Any = None  # decoder output without prompts (segment), built lazily
-    semantic: Any = None  # (N,) int64 semantic argmax of base_out
-    vocab_preds: dict = field(default_factory=dict)  # open-vocab InstancePrediction per vocabulary
-    vocab_results: dict = field(default_factory=dict)  # instance lists per (vocabulary, threshold, cap)
-
-
-class EncodingBusy(Exception):
-    """Raised to a light query while another thread builds the cache entry of a newer map."""
-
-    def __init__(self, prep: _Prepared | None, building: tuple[int, float] | None) -> None:
-        super().__init__("encoding busy")
-        self.prep, self.building = prep, building
-
-    def reason(self) -> str:
-        if self.building is None:
-            return "the map encoding is being rebuilt; retry shortly"
-        version, age = self.building
-        return f"map version {version} is being encoded ({age:.1f} s so far); retry shortly for it"
 
 
 class InferenceEngine:
@@ -138,6 +112,24 @@ class InferenceEngine:
     def invalidate(self) -> None:
         self._prep = None
 
+    @contextmanager
+    def private(self, entry: _Prepared | None = None) -> Iterator[PrivateEntry]:
+        """Within the block, this thread's queries use a private cache slot (built there when its
+        version differs from the snapshot's) and never touch the shared entry, its build lock or
+        ``building``: other threads' queries see none of it. Used by the tiled engine."""
+        slot = PrivateEntry(entry)
+        outer = getattr(self._local, "private", None)
+        self._local.private = slot
+        try:
+            yield slot
+        finally:
+            self._local.private = outer
+
+    def _current(self) -> _Prepared | None:
+        """The entry this thread reads: its private one inside :meth:`private`, else the shared one."""
+        slot = getattr(self._local, "private", None)
+        return self._prep if slot is None else slot.entry
+
     @property
     def building(self) -> tuple[int, float] | None:
         """(map version, seconds since it started) of the encoding being built, or None."""
@@ -149,6 +141,12 @@ class InferenceEngine:
         a time, under ``_build_lock``). ``wait=False`` (light queries) does not queue behind another
         thread's build: it raises :class:`EncodingBusy` carrying the last finished entry instead."""
         version = int(snapshot.version)
+        slot = getattr(self._local, "private", None)
+        if slot is not None:  # a private slot: no shared state, no lock
+            if slot.entry is not None and slot.entry.version == version:
+                return self._cached(slot.entry), True
+            slot.entry = self._build(snapshot, version)
+            return slot.entry, False
         prep = self._prep
         if prep is not None and prep.version == version:
             return self._cached(prep), True
@@ -417,8 +415,9 @@ class InferenceEngine:
         from scipy.spatial import cKDTree
 
         # the entry this query will use: this version's, or the last one while another thread builds
-        last = self._prep
-        usable = last is not None and (last.version == snapshot.version or self._building is not None)
+        last, private = self._current(), getattr(self._local, "private", None) is not None
+        busy = self._building is not None and not private
+        usable = last is not None and (last.version == snapshot.version or busy)
         tree = last.tree if usable else cKDTree(np.asarray(snapshot.points, dtype=np.float64))
         dist, _ = tree.query(pts)
         far = np.flatnonzero(dist > limit)
@@ -450,13 +449,6 @@ class InferenceEngine:
         return self._run(snapshot, "interactive", run, light=True)
 
 
-def _bounded_put(cache: dict, key: Any, value: Any) -> None:
-    """Insert into a dict used as a FIFO cache of at most ``VOCAB_CACHE`` entries."""
-    if key not in cache and len(cache) >= VOCAB_CACHE:
-        cache.pop(next(iter(cache)))
-    cache[key] = value
-
-
 def _np(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
@@ -473,65 +465,11 @@ def _model_class_names(model: Any) -> list[str]:
     return list(SCANNET20_CLASSES)
 
 
-RANDOM_MODEL = "random"  # checkpoint value that asks for the random small model explicitly
+def __getattr__(name: str) -> Any:
+    """``load_engine`` and its helpers moved to :mod:`uniseg3d_ros.inference.loading`; the old
+    import path keeps working."""
+    if name in ("load_engine", "default_checkpoint", "RANDOM_MODEL"):
+        from uniseg3d_ros.inference import loading
 
-
-def default_checkpoint() -> Path:
-    """The shipped model: ``uniseg3d_model/weights/default.pt`` (may be absent)."""
-    import uniseg3d_model
-
-    return Path(uniseg3d_model.__file__).resolve().parent / "weights" / "default.pt"
-
-
-def load_engine(
-    checkpoint: str = "",
-    device: str = "cpu",
-    text_encoder: str = "",
-    cfg: EngineConfig | None = None,
-    text_encoder_weights: str = "",
-) -> InferenceEngine:
-    """Build the engine: ``checkpoint`` ('' = :func:`default_checkpoint` when present, else a
-    randomly initialised ``ModelConfig.small()`` model, reported in ``engine.notes``; 'random'
-    asks for that random model explicitly, e.g. for tests). ``text_encoder`` '' = the checkpoint's
-    own encoder ('minilm' for the untrained model); another name replaces it.
-    Raises ``FileNotFoundError`` for a named checkpoint that does not exist."""
-    import torch
-
-    notes: list[str] = []
-    if checkpoint == RANDOM_MODEL:
-        path = None
-    else:
-        path = Path(checkpoint).expanduser() if checkpoint else default_checkpoint()
-    if checkpoint and path is not None and not path.is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint!r} does not exist")
-    if path is not None and path.is_file():
-        from uniseg3d_model.checkpoint import load_checkpoint, read_checkpoint
-
-        trained_with = str(read_checkpoint(path).get("text_encoder", ""))
-        encoder = None
-        if text_encoder and text_encoder != trained_with:
-            from uniseg3d_model.text_encoders import build_text_encoder
-
-            encoder = build_text_encoder(text_encoder, **_encoder_kw(text_encoder, text_encoder_weights))
-            notes.append(f"text encoder {text_encoder!r} overrides the checkpoint's {trained_with!r}")
-        model, _meta = load_checkpoint(str(path), device=device, text_encoder=encoder)
-        notes.append(f"loaded checkpoint {path}")
-    else:
-        from uniseg3d_model.model import ModelConfig, UniSeg3D
-        from uniseg3d_model.text_encoders import build_text_encoder
-
-        name = text_encoder or "minilm"
-        encoder = build_text_encoder(name, **_encoder_kw(name, text_encoder_weights))
-        torch.manual_seed(0)  # the same random model in every process (tests compare node and engine)
-        model = UniSeg3D(ModelConfig.small(), encoder).to(device)
-        why = "checkpoint 'random' requested" if path is None else f"{path} is missing"
-        notes.append(
-            f"NO CHECKPOINT ({why}): running a RANDOMLY INITIALISED small model - "
-            "masks and labels are NOT meaningful"
-        )
-    model.eval()
-    return InferenceEngine(model, cfg, device=device, notes=notes)
-
-
-def _encoder_kw(name: str, weights: str) -> dict[str, Any]:
-    return {"weights": weights} if name.startswith("openclip:") and weights else {}
+        return getattr(loading, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,13 +12,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from uniseg3d_ros.inference.engine import (
-    RANDOM_MODEL,
-    EngineConfig,
-    InferenceEngine,
-    default_checkpoint,
-    load_engine,
-)
+from uniseg3d_ros.inference.engine import EngineConfig, InferenceEngine
+from uniseg3d_ros.inference.loading import RANDOM_MODEL, default_checkpoint, load_engine
 
 __all__ = ["ModelLoadError", "check_device", "check_text_encoder", "load_engine_checked"]
 
@@ -110,7 +105,7 @@ def load_engine_checked(
     cfg: EngineConfig | None = None,
     text_encoder_weights: str = "",
 ) -> InferenceEngine:
-    """:func:`uniseg3d_ros.inference.engine.load_engine` after the checks above; every failure
+    """:func:`uniseg3d_ros.inference.loading.load_engine` after the checks above; every failure
     (checks or the load itself) is a :class:`ModelLoadError` with a one-line message."""
     check_checkpoint(checkpoint)
     check_device(device)

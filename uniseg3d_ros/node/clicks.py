@@ -50,7 +50,7 @@ def on_clicked_point(node: Any, msg: Any) -> None:
     if click is None:
         return
     snapshot = node._snapshot()
-    result = node.engine.interactive(snapshot, click, 0.0)
+    result = node.answerer(snapshot).interactive(snapshot, click, 0.0)  # plain or tiled map
     if result.success:
         with node.inference_lock:
             node.name_objects(result, snapshot)

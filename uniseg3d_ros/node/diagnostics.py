@@ -161,6 +161,9 @@ class DiagnosticsPublisher:
         node, p = self.node, self.node.p
         stats = node.stats()
         prep = getattr(node.engine, "_prep", None)
+        tiling = getattr(node._tiled, "_tiling", None)
+        if prep is None and tiling is not None:  # a map beyond one room: its last tiling
+            prep = tiling
         stats.update(
             max_voxels=p.max_voxels,
             objects=len(node.objects),

@@ -43,7 +43,8 @@ def object_msg(obj: PersistentObject) -> SceneObject:
 
 
 class ObjectTracking:
-    """Mixed into the node class (needs ``p``, ``engine``, ``create_publisher``, ``_header``)."""
+    """Mixed into the node class (needs ``p``, ``engine``, ``answerer``, ``create_publisher``,
+    ``_header``)."""
 
     def build_objects(self) -> None:
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -80,7 +81,7 @@ class ObjectTracking:
         # refresh a stale object map with a panoptic run on the same (cached) encoding; a light query
         # answered on an older version while a newer one is being encoded is looked up as it stands
         if self.objects.map_version != result.map_version and result.map_version == int(snapshot.version):
-            base = self.engine.segment(snapshot)
+            base = self.answerer(snapshot).segment(snapshot)
             if base.success:
                 self.track_objects(base, snapshot)
         for inst in result.instances:

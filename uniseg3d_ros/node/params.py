@@ -129,6 +129,23 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
         low=0.0,
         high=100.0,
     ),
+    # maps beyond one room (inference/tiles.py)
+    ParameterSpec(
+        "tile_above",
+        12.0,
+        "Maps whose xy extent (longer side of the bounding box) exceeds this are segmented in "
+        "overlapping tiles merged across borders; smaller ones in one piece [m]; 0 = always tile.",
+        low=0.0,
+        high=100000.0,
+    ),
+    ParameterSpec("tile_size", 6.0, "Edge of a square xy tile of a tiled map [m].", low=0.5, high=1000.0),
+    ParameterSpec(
+        "tile_overlap",
+        1.0,
+        "Neighbour context around each tile [m]: objects cut by a border are seen whole by one tile.",
+        low=0.0,
+        high=100.0,
+    ),
     # outputs and timers
     ParameterSpec(
         "auto_segment_period",
@@ -226,6 +243,9 @@ class NodeParams:
     max_instances: int = 100
     nms: float = 0.5
     max_click_distance: float = 0.2
+    tile_above: float = 12.0
+    tile_size: float = 6.0
+    tile_overlap: float = 1.0
     auto_segment_period: float = 0.0
     map_publish_rate: float = 1.0
     stats_period: float = 1.0

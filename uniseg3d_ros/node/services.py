@@ -2,7 +2,7 @@
 
 Each handler validates through the engine (bad requests answer ``success=false`` with the
 reason), never raises (``_guard``), and never changes the map except ``~/clear_map``.
-The node class (``uniseg3d_ros.node.node.UniSeg3DNode``) provides ``engine``, ``map``,
+The node class (``uniseg3d_ros.node.node.UniSeg3DNode``) provides ``engine``, ``answerer``, ``map``,
 ``map_lock``, ``map_directory``, ``p`` (parameters), the publishers and the bookkeeping used here.
 """
 
@@ -77,8 +77,9 @@ class ServiceHandlers:
             return None
         snapshot = self._snapshot()
         # no node lock around the engine: it builds one encoding at a time and light queries answer
-        # from the last finished one (never behind a running segment); the lock guards the objects
-        result: QueryResult = run(self.engine, snapshot)
+        # from the last finished one (never behind a running segment); the lock guards the objects.
+        # Maps beyond one room are answered by the tiled engine (node/tiling.py), same calls
+        result: QueryResult = run(self.answerer(snapshot), snapshot)
         if result.success:
             with self.inference_lock:
                 result = self.track_objects(result, snapshot) if result.query == "segment" else result
@@ -159,6 +160,7 @@ class ServiceHandlers:
         if self.engine is not None:
             with self.inference_lock:
                 self.engine.invalidate()
+                self.invalidate_tiles()
         self.clear_objects()
         self.pub_markers.publish(to_marker_array(build_markers([], np.zeros((0, 3))), self.p.fixed_frame))
         resp.success, resp.message = True, f"cleared {n} voxels"
@@ -170,7 +172,7 @@ class ServiceHandlers:
         snap = self._snapshot()
         if len(snap.points) == 0:
             return
-        result = self.engine.segment(snap)
+        result = self.answerer(snap).segment(snap)
         if result.success:
             with self.inference_lock:
                 result = self.track_objects(result, snap)

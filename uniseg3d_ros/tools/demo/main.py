@@ -263,7 +263,7 @@ class Demo:
 def _default_text_encoder(checkpoint: str) -> str:
     """'' (the node keeps the checkpoint's text encoder) when a checkpoint will be loaded, else
     'minilm' (the untrained model needs one; the node then runs random weights)."""
-    from uniseg3d_ros.inference.engine import RANDOM_MODEL, default_checkpoint
+    from uniseg3d_ros.inference.loading import RANDOM_MODEL, default_checkpoint
 
     if checkpoint == RANDOM_MODEL:
         return "minilm"
