@@ -91,6 +91,23 @@ def test_open_vocab_labels_come_from_the_request(engine, room_map):
     check_geometry(res)
 
 
+def test_open_vocab_lets_wall_and_floor_compete_unasked(room_map):
+    """The model's stuff classes compete in every vocabulary without being returned: asking for
+    [chair, table] gives exactly the chair / table instances of asking for [chair, table, wall,
+    floor] (same masks, scores), and never a wall or floor region under a thing name. The shipped
+    model (a trained one calls walls "wall")."""
+    engine = load_engine("")
+    snap = room_map.snapshot()
+    asked = engine.open_vocab(snap, ["chair", "table"], score_threshold=1e-6)
+    full = engine.open_vocab(snap, ["chair", "table", "wall", "floor"], score_threshold=1e-6)
+    assert asked.success and full.success
+    assert {i.label for i in full.instances} & {"wall", "floor"}, "the model found no wall or floor"
+    things = [i for i in full.instances if i.label in ("chair", "table")]
+    assert [(i.label, round(i.score, 6), tuple(i.point_indices)) for i in asked.instances] == [
+        (i.label, round(i.score, 6), tuple(i.point_indices)) for i in things
+    ]
+
+
 def test_interactive_gives_one_instance_per_click(engine, room_map):
     snap = room_map.snapshot()
     clicks = snap.points[[10, len(snap.points) // 2]]

@@ -219,13 +219,17 @@ class InferenceEngine:
         pred = prep.vocab_preds.get(names)
         if pred is not None:
             return pred
+        scored = names + tuple(n for n in _stuff_names(self.model) if n not in names)
         if hasattr(self.model, "classify"):
             with torch.inference_mode():
-                out = self.model.classify(prep.encodings[0], self._base(prep), names)
+                out = self.model.classify(prep.encodings[0], self._base(prep), scored)
             pred = postprocess.open_vocabulary(out, prep.scene)
         else:
-            out, scene = self._decode(prep, vocabulary=list(names))
+            out, scene = self._decode(prep, vocabulary=list(scored))
             pred = postprocess.open_vocabulary(out, scene)
+        keep = np.flatnonzero(_np(pred.classes) < len(names))  # a wall / floor region stays unasked
+        pred = postprocess.InstancePrediction(_np(pred.masks)[keep], _np(pred.classes)[keep],
+                                              _np(pred.scores)[keep], [list(pred.labels)[i] for i in keep])
         _bounded_put(prep.vocab_preds, names, pred)
         return pred
 
@@ -453,6 +457,14 @@ def _np(x: Any) -> np.ndarray:
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def _stuff_names(model: Any) -> tuple[str, ...]:
+    """The model's stuff classes (wall, floor): hidden competitors of every open vocabulary, so a
+    wall or floor region is classified as what it is and dropped rather than given the closest
+    requested thing name ("lamp" in a room without lamps returns nothing, not the floor)."""
+    cfg = getattr(model, "cfg", None)
+    return tuple(str(n) for n in getattr(cfg, "stuff_classes", ()) or ())
 
 
 def _model_class_names(model: Any) -> list[str]:
