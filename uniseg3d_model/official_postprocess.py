@@ -102,12 +102,14 @@ def instances(
         scores = scores * (soft * pos).sum(1) / (pos.sum(1) + 1e-6)
     if cfg.nms:
         scores, labels, soft, _ = mask_matrix_nms_linear(soft, labels, scores)
-    point_masks = soft[:, superpoints] > cfg.sp_score_thr
-    keep = scores > score_thr
-    point_masks, labels, scores = point_masks[keep], labels[keep], scores[keep]
-    keep = point_masks.sum(1) > cfg.npoint_thr
+    # the official thresholds a (K, N) point mask; the same masks counted per superpoint (their
+    # point counts from the superpoint sizes) give the same selection, and only the kept masks
+    # are expanded to points (K x N was most of an open-vocabulary query's time)
+    sp_masks = soft > cfg.sp_score_thr
+    sizes = torch.bincount(superpoints, minlength=soft.shape[1])
+    keep = (scores > score_thr) & ((sp_masks.long() * sizes).sum(1) > cfg.npoint_thr)
     classes = cols[:-1][labels[keep]]
-    return point_masks[keep], classes, scores[keep]
+    return sp_masks[keep][:, superpoints], classes, scores[keep]
 
 
 def superpoint_semantic_logits(
