@@ -48,8 +48,13 @@ def test_default_checkpoint_loads_with_its_text_encoder(default_model) -> None:
     assert isinstance(model, UniSeg3D) and not model.training
     assert meta["text_encoder"] == "minilm"
     recorded = json.loads((WEIGHTS / "default.json").read_text())
-    assert recorded["summary"]["ap50"] > 0.4  # the node-domain figures README quotes
-    assert recorded["summary"]["open_vocab_on_stuff"] == 0
+    # the node-domain figures README quotes meet the targets they are quoted against
+    targets = {"miou", "ap50", "interactive_miou", "referring_acc50", "open_vocab_on_stuff"}
+    assert set(recorded["targets"]) == targets
+    for key, target in recorded["targets"].items():
+        got = recorded["summary"][key]
+        assert (got == 0) if key == "open_vocab_on_stuff" else (got >= target), (key, got, target)
+    assert model.cfg.heads == "official" and model.cfg.postprocess == "official"  # the published model's path
 
 
 @pytest.mark.slow
@@ -67,11 +72,12 @@ def test_default_model_segments_an_unseen_room(default_model, held_out: Path) ->
     assert trained["referring_miou"] > baseline["referring_miou"] + 0.1
 
 
-# The shipped (node-domain) model on the fused room (seed 9100), measured by this test: mIoU 0.356,
-# AP50 0.795, interactive mIoU 0.819, referring mIoU 0.589 (the previous, mesh-trained model:
-# 0.261 / 0.477 / 0.616 / 0.338; 10 rooms: default.json). The floors sit a little under them, so a
-# regression in the weights or in the node's data path (fusion, superpoints) fails here.
-FUSED_FLOOR = {"miou": 0.30, "ap50": 0.70, "interactive_miou": 0.75, "referring_miou": 0.50}
+# The shipped (node-domain, official architecture) model on the fused room (seed 9100), measured by
+# this test: mIoU 0.590, AP50 0.920, interactive mIoU 0.906, referring mIoU 0.673 / Acc@0.5 0.657
+# (10 rooms: default.json). The floors sit a little under them, so a regression in the weights or in
+# the node's data path (fusion, superpoints) fails here.
+FUSED_FLOOR = {"miou": 0.52, "ap50": 0.85, "interactive_miou": 0.85, "referring_miou": 0.60,
+               "referring_acc50": 0.55}
 
 
 @pytest.mark.slow  # fuses one room (48 frames) and evaluates it: ~1 min on 2 busy cores
@@ -82,3 +88,15 @@ def test_default_model_on_an_unseen_room_as_the_node_fuses_it(default_model, hel
     print({k: round(v, 3) for k, v in summary.items() if isinstance(v, float)})
     for key, floor in FUSED_FLOOR.items():
         assert summary[key] >= floor, (key, summary[key])
+    # the node's own answers on that room: ~/segment objects found with the right label, and
+    # ~/open_vocab never hands back the wall or floor under a requested name
+    from training.evaluate_fused import DEMO_VOCABULARY, node_answers
+    from uniseg3d_model.data.scannet import load_processed
+    from uniseg3d_ros.inference.loading import load_engine
+
+    engine = load_engine(str(WEIGHTS / "default.pt"))
+    room = next(iter(sorted((held_out_fused / "val").glob("*.npz"))))
+    node = node_answers(engine, load_processed(room), 1, DEMO_VOCABULARY)
+    print(node)
+    assert node["ov_on_stuff"] == 0 and node["ov_instances"] >= 1
+    assert node["found_with_label"] >= 0.7 * node["objects"], node  # measured: 10 of 13

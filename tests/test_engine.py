@@ -94,18 +94,26 @@ def test_open_vocab_labels_come_from_the_request(engine, room_map):
 def test_open_vocab_lets_wall_and_floor_compete_unasked(room_map):
     """The model's stuff classes compete in every vocabulary without being returned: asking for
     [chair, table] gives exactly the chair / table instances of asking for [chair, table, wall,
-    floor] (same masks, scores), and never a wall or floor region under a thing name. The shipped
-    model (a trained one calls walls "wall")."""
+    floor] (same masks, scores), and no instance lies mostly on the room's wall or floor. The
+    shipped model (official heads: the instance head never scores stuff; a model with our heads
+    would call a floor region "table" without the hidden competitors)."""
+    from scipy.spatial import cKDTree
+
+    from uniseg3d_model.data.labels import SCANNET20_CLASSES
+
     engine = load_engine("")
     snap = room_map.snapshot()
-    asked = engine.open_vocab(snap, ["chair", "table"], score_threshold=1e-6)
-    full = engine.open_vocab(snap, ["chair", "table", "wall", "floor"], score_threshold=1e-6)
-    assert asked.success and full.success
-    assert {i.label for i in full.instances} & {"wall", "floor"}, "the model found no wall or floor"
+    asked = engine.open_vocab(snap, ["chair", "table"])  # the node's default score threshold
+    full = engine.open_vocab(snap, ["chair", "table", "wall", "floor"])
+    assert asked.success and full.success and asked.instances
     things = [i for i in full.instances if i.label in ("chair", "table")]
     assert [(i.label, round(i.score, 6), tuple(i.point_indices)) for i in asked.instances] == [
         (i.label, round(i.score, 6), tuple(i.point_indices)) for i in things
     ]
+    room = make_room(seed=0, density=150.0)  # the map's room: ground truth by nearest point
+    nearest = cKDTree(room.points).query(snap.points)[1]
+    stuff = np.isin(room.semantic[nearest], [SCANNET20_CLASSES.index(n) for n in ("wall", "floor")])
+    assert all(stuff[i.point_indices].mean() <= 0.5 for i in asked.instances)
 
 
 def test_interactive_gives_one_instance_per_click(engine, room_map):
