@@ -1,7 +1,8 @@
 """Query latency on a cached ~150k-point map, and light queries while a new map version is encoded.
 
 Map: a generated living room (``uniseg3d_model.synthetic``, mesh vertices) fused at 2 cm; the
-shipped model (``load_engine("")``: ModelConfig.small(), MiniLM text), one thread.
+shipped model (``load_engine("")``: the official architecture at CPU widths, MiniLM text), one
+thread.
 1. ``segment`` on the new map (superpoints + backbone + decoder), then on the cached map:
    ``open_vocab`` with a new vocabulary each call (re-scoring the cached final queries; the
    MiniLM encoding of the new names included), the same vocabulary again, and for comparison

@@ -208,29 +208,33 @@ class InferenceEngine:
         """The prompt-free decoder output of this map version (built with the entry)."""
         return prep.base_out
 
-    def _vocab_instances(self, prep: _Prepared, names: tuple[str, ...]) -> Any:
+    def _vocab_instances(self, prep: _Prepared, names: tuple[str, ...], thr: float) -> Any:
         """Open-vocabulary instances of ``names`` on this map version: the cached final queries of
         the prompt-free pass re-scored by ``model.classify`` (no decoder pass), cached per vocabulary
-        (the last ``VOCAB_CACHE`` ones). Models without ``classify`` decode with the vocabulary."""
+        (the last ``VOCAB_CACHE`` ones). Models without ``classify`` decode with the vocabulary.
+        ``thr``: the score threshold the caller applies; the official post-processing thresholds
+        after its matrix NMS, so it drops those masks before expanding them to points (same answer,
+        a fraction of the cost)."""
         import torch
 
         from uniseg3d_model import postprocess
 
-        pred = prep.vocab_preds.get(names)
+        pred = prep.vocab_preds.get((names, thr))
         if pred is not None:
             return pred
         scored = names + tuple(n for n in _stuff_names(self.model) if n not in names)
         if hasattr(self.model, "classify"):
             with torch.inference_mode():
                 out = self.model.classify(prep.encodings[0], self._base(prep), scored)
-            pred = postprocess.open_vocabulary(out, prep.scene)
+            scene = prep.scene
         else:
             out, scene = self._decode(prep, vocabulary=list(scored))
-            pred = postprocess.open_vocabulary(out, scene)
+        early = float(np.nextafter(thr, -np.inf)) if out.protocol == "official" and thr > 0 else None
+        pred = postprocess.open_vocabulary(out, scene, score_threshold=early)
         keep = np.flatnonzero(_np(pred.classes) < len(names))  # a wall / floor region stays unasked
         pred = postprocess.InstancePrediction(_np(pred.masks)[keep], _np(pred.classes)[keep],
                                               _np(pred.scores)[keep], [list(pred.labels)[i] for i in keep])
-        _bounded_put(prep.vocab_preds, names, pred)
+        _bounded_put(prep.vocab_preds, (names, thr), pred)
         return pred
 
     def _prompted(self, prep: _Prepared, **prompts: Any) -> Any:
@@ -381,7 +385,7 @@ class InferenceEngine:
             key = (tuple(names), thr, self.cfg.max_instances)
             insts = prep.vocab_results.get(key)
             if insts is None:  # a repeated vocabulary reuses its instance list
-                pred, scene = self._vocab_instances(prep, tuple(names)), prep.scene
+                pred, scene = self._vocab_instances(prep, tuple(names), thr), prep.scene
                 keep = np.flatnonzero(_np(pred.scores) >= thr)[: self.cfg.max_instances]
                 insts = instance_stats(
                     scene.points,
