@@ -1,7 +1,7 @@
 """Open vocabulary without a decoder pass: ``UniSeg3D.classify`` re-scores the cached final
 queries of the prompt-free pass, and the engine answers ``open_vocab`` from it. The answers
-must be those of a full decode with the vocabulary (small untrained model, hash text encoder,
-a fused synthetic room)."""
+must be those of a full decode with the vocabulary (plus the model's stuff classes, which compete
+unasked) (small untrained model, hash text encoder, a fused synthetic room)."""
 
 from __future__ import annotations
 
@@ -60,9 +60,12 @@ def test_engine_open_vocab_gives_the_full_decode_answer(engine, snap, vocab):
     res = engine.open_vocab(snap, list(vocab), score_threshold=0.01)
     assert res.success, res.message
     prep, _ = engine._prepare(snap)
-    full, scene = full_decode(engine, prep, vocab)
+    # the engine lets the model's stuff classes compete unasked (wall / floor regions are then not
+    # handed out under a requested name): the reference decodes them too and drops them
+    scored = tuple(vocab) + tuple(n for n in engine.model.cfg.stuff_classes if n not in vocab)
+    full, scene = full_decode(engine, prep, scored)
     ref = postprocess.open_vocabulary(full, scene)
-    keep = np.flatnonzero(ref.scores >= 0.01)[: engine.cfg.max_instances]
+    keep = np.flatnonzero((ref.scores >= 0.01) & (ref.classes < len(vocab)))[: engine.cfg.max_instances]
     assert len(res.instances) == len(keep) > 0
     for inst, k in zip(res.instances, keep):
         np.testing.assert_array_equal(inst.point_indices, np.flatnonzero(ref.masks[k]))
