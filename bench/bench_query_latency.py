@@ -93,7 +93,7 @@ def main() -> None:
     while engine.building is None and not done.is_set():
         time.sleep(0.0005)
     lat = {"refer": [], "interactive": [], "open_vocab": []}
-    stale = 0
+    stale = busy = 0
     while not done.is_set():
         for name, fn in (("refer", lambda: engine.refer(newer, "the brown table")),
                          ("interactive", lambda: engine.interactive(newer, snap.points[[100]])),
@@ -102,12 +102,14 @@ def main() -> None:
             res = fn()
             lat[name].append(1e3 * (time.perf_counter() - t))
             stale += res.success and res.map_version == snap.version
+            busy += not res.success  # "the encoding is being rebuilt": the caller retries
     thread.join()
     assert build["res"].success
     calls = sum(len(v) for v in lat.values())
     per = "; ".join(f"{k} median {med(v):.1f} max {max(v):.1f}" for k, v in lat.items() if v)
     print(f"during a {build['s']:.1f} s segment of the next map version: {calls} light calls, "
-          f"{stale} answered on the last encoding; {per}")
+          f"{stale} answered on the last encoding, {busy} told it is being rebuilt, "
+          f"{calls - stale - busy} answered on the new one; {per}")
 
 
 if __name__ == "__main__":
