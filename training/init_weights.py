@@ -97,9 +97,9 @@ def init_class_prototypes(model: torch.nn.Module, data_root: str | Path | None,
 def load_model_weights(model: torch.nn.Module, path: str | Path) -> int:
     """Fine-tuning start (``train.init_from``): copy a saved model checkpoint's weights into
     ``model``. The checkpoint must be of the same architecture (its ``model_config`` equal to the
-    model's, the text encoder aside): every tensor must be present with the same shape, else a
-    ValueError names the first that differs. Returns the number of tensors copied."""
-    from uniseg3d_model.checkpoint import read_checkpoint
+    model's, the text encoder aside) and hold every tensor with the same shape, else a ValueError
+    names the first difference. Returns the number of tensors copied."""
+    from uniseg3d_model.checkpoint import load_model_state, read_checkpoint
 
     ckpt = read_checkpoint(path)
     theirs = type(model.cfg).from_dict(ckpt["model_config"]).to_dict()
@@ -109,16 +109,9 @@ def load_model_weights(model: torch.nn.Module, path: str | Path) -> int:
         k = differ[0]
         raise ValueError(f"train.init_from {path}: model config differs in {k!r} "
                          f"(checkpoint {theirs.get(k)!r}, this run {ours.get(k)!r})")
-    state = ckpt["state_dict"]
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith("text_encoder.")}
-    missing = [k for k in own if k not in state]
-    if missing:
-        raise ValueError(f"train.init_from {path}: tensor {missing[0]!r} missing from the checkpoint")
-    bad = [k for k in own if tuple(state[k].shape) != tuple(own[k].shape)]
-    if bad:
-        raise ValueError(f"train.init_from {path}: tensor {bad[0]!r} has shape {tuple(state[bad[0]].shape)}, "
-                         f"the model's is {tuple(own[bad[0]].shape)}")
-    with torch.no_grad():
-        for k, v in own.items():
-            v.copy_(state[k].to(v))
-    return len(own)
+    try:
+        load_model_state(model, ckpt["state_dict"], f"train.init_from {path}")
+    except RuntimeError as exc:  # a tensor of another shape (torch lists every one, one per line)
+        lines = str(exc).strip().splitlines()
+        raise ValueError(f"train.init_from {path}: {(lines[1:] or lines)[0].strip()}") from exc
+    return len(ckpt["state_dict"])

@@ -106,6 +106,16 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return data
 
 
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Copy a checkpoint's ``state`` into ``model``; keys must match both ways (a ValueError
+    prefixed with ``where`` names the first ten that do not)."""
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys:
+        raise ValueError(f"{where}: state_dict is missing key(s) {result.missing_keys[:10]}")
+    if result.unexpected_keys:
+        raise ValueError(f"{where}: state_dict has unexpected key(s) {result.unexpected_keys[:10]}")
+
+
 def load_checkpoint(
     path: str | Path, device: str | torch.device = "cpu", text_encoder: Any = None
 ) -> tuple[UniSeg3D, dict[str, Any]]:
@@ -135,12 +145,7 @@ def load_checkpoint(
             f"(text_dim {data['text_dim']}): use that encoder, or leave the text encoder unset"
         )
     model = UniSeg3D(cfg, text_encoder)
-    state = data["state_dict"]
-    result = model.load_state_dict(state, strict=False)
-    if result.missing_keys:
-        raise ValueError(f"{path}: state_dict is missing key(s) {result.missing_keys[:10]}")
-    if result.unexpected_keys:
-        raise ValueError(f"{path}: state_dict has unexpected key(s) {result.unexpected_keys[:10]}")
+    load_model_state(model, data["state_dict"], str(path))
     model.to(device).eval()
     meta = {k: v for k, v in data.items() if k not in ("state_dict", "text_tower")}
     return model, meta
