@@ -214,7 +214,8 @@ class InferenceEngine:
         (the last ``VOCAB_CACHE`` ones). Models without ``classify`` decode with the vocabulary.
         ``thr``: the score threshold the caller applies; the official post-processing thresholds
         after its matrix NMS, so it drops those masks before expanding them to points (same answer,
-        a fraction of the cost)."""
+        a fraction of the cost). The model's stuff classes are scored after ``names`` (class index
+        >= len(names)); the caller drops their instances."""
         import torch
 
         from uniseg3d_model import postprocess
@@ -231,9 +232,6 @@ class InferenceEngine:
             out, scene = self._decode(prep, vocabulary=list(scored))
         early = float(np.nextafter(thr, -np.inf)) if out.protocol == "official" and thr > 0 else None
         pred = postprocess.open_vocabulary(out, scene, score_threshold=early)
-        keep = np.flatnonzero(_np(pred.classes) < len(names))  # a wall / floor region stays unasked
-        pred = postprocess.InstancePrediction(_np(pred.masks)[keep], _np(pred.classes)[keep],
-                                              _np(pred.scores)[keep], [list(pred.labels)[i] for i in keep])
         _bounded_put(prep.vocab_preds, (names, thr), pred)
         return pred
 
@@ -386,7 +384,8 @@ class InferenceEngine:
             insts = prep.vocab_results.get(key)
             if insts is None:  # a repeated vocabulary reuses its instance list
                 pred, scene = self._vocab_instances(prep, tuple(names), thr), prep.scene
-                keep = np.flatnonzero(_np(pred.scores) >= thr)[: self.cfg.max_instances]
+                asked = _np(pred.classes) < len(names)  # a wall / floor region stays unasked
+                keep = np.flatnonzero((_np(pred.scores) >= thr) & asked)[: self.cfg.max_instances]
                 insts = instance_stats(
                     scene.points,
                     _np(pred.masks)[keep],
