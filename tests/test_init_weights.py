@@ -9,21 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.test_train_official import TINY_MODEL
 from training.config import config_from_dict
 from training.init_weights import init_class_prototypes, load_sstnet_backbone
 from training.train import build_model, main
 from uniseg3d_model.checkpoint import read_checkpoint
 from uniseg3d_model.spconv_unet_weights import official_backbone_keys
 
-TINY_OFFICIAL = {
-    "preset": "official",
-    "voxel_size": 0.1,
-    "d_model": 32,
-    "num_heads": 2,
-    "num_layers": 2,
-    "ffn_dim": 64,
-    "spconv": {"in_channels": 6, "planes": [8, 16]},
-}
+TINY_OFFICIAL = TINY_MODEL  # the tiny official architecture of the official-recipe tests
 
 
 def _model() -> torch.nn.Module:

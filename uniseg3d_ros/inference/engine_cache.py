@@ -26,7 +26,7 @@ class _Prepared:
     tree: Any  # scipy cKDTree over scene points, built lazily
     base_out: Any = None  # decoder output without prompts (segment), built lazily
     semantic: Any = None  # (N,) int64 semantic argmax of base_out
-    vocab_preds: dict = field(default_factory=dict)  # open-vocab InstancePrediction per vocabulary
+    vocab_preds: dict = field(default_factory=dict)  # open-vocab InstancePrediction per (vocab, threshold)
     vocab_results: dict = field(default_factory=dict)  # instance lists per (vocabulary, threshold, cap)
 
 
