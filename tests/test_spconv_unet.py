@@ -31,14 +31,6 @@ from uniseg3d_model.spconv_unet_weights import (  # noqa: E402
 TOL = 1e-4
 
 
-@pytest.fixture
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def reference() -> RefBackbone:
     return randomize(RefBackbone(), seed=3)

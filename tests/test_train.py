@@ -94,20 +94,9 @@ def test_poly_schedule_by_epoch_and_by_step() -> None:
     assert f(1) == pytest.approx((1 - 1 / 40) ** 0.9) and f(20) == pytest.approx(0.5 ** 0.9)
 
 
-@pytest.fixture()
-def one_thread():
-    """Bit-identical resume is a single-threaded guarantee: with 2 intra-op threads the first step
-    after a resume can differ in the 7th significant digit (weights, optimizer and RNG states are
-    restored exactly; thread-partitioned float reductions are not reproducible across runs)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_resume_continues_bit_identically(data: Path, tmp_path: Path, one_thread: None) -> None:
+    # one thread (conftest): with 2 intra-op threads the first step after a resume can differ in the
+    # 7th significant digit (thread-partitioned float reductions are not reproducible across runs)
     cfg = _config(tmp_path)  # 4 scenes, batch 1: 4 steps per epoch, so 6 steps cross an epoch boundary
     _train(cfg, data, tmp_path / "straight", "--max-steps", "6")
     _train(cfg, data, tmp_path / "split", "--max-steps", "3")
