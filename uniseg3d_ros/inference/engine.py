@@ -13,20 +13,19 @@ snapshot (``QueryResult.points``), which are also the rows of the segmented clou
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from uniseg3d_ros.inference.engine_cache import (  # noqa: F401 - Cancelled, EncodingBusy: public here
+from uniseg3d_ros.inference import checks
+from uniseg3d_ros.inference.engine_cache import (  # noqa: F401 - STAGES, Cancelled, EncodingBusy: public here
+    STAGES,
     VOCAB_CACHE,
     Cancelled,
     EncodingBusy,
-    PrivateEntry,
+    EntryCache,
     _bounded_put,
     _Prepared,
 )
@@ -49,8 +48,7 @@ __all__ = [
     "instance_stats",
 ]
 
-#: the stages of a segment run, in order, reported to ``progress`` callbacks (``segment(progress=)``)
-STAGES = ("superpoints", "backbone", "decoder", "postprocess")
+
 @dataclass
 class EngineConfig:
     """Defaults used when a request leaves a field at 0."""
@@ -69,7 +67,7 @@ class EngineConfig:
     )
 
 
-class InferenceEngine:
+class InferenceEngine(EntryCache):
     """Answers segment / refer / open-vocab / interactive queries against map snapshots.
 
     ``model``: a UniSeg3D (``encode``/``decode``, ``class_names`` or ``cfg.class_names``);
@@ -94,80 +92,8 @@ class InferenceEngine:
         self.device = device
         self.class_names = list(class_names or _model_class_names(model))
         self.notes = list(notes or [])  # e.g. "random weights" warnings, for logs and docs
-        self._prep: _Prepared | None = None  # the last complete entry (replaced atomically)
-        self._build_lock = threading.Lock()  # one build (superpoints + encode + base decode) at a time
-        self._building: tuple[int, float] | None = None  # (version, monotonic start) of that build
+        super().__init__()
         self.encode_count = 0  # how many times the backbone ran (tests check caching)
-        # callable(stage: str, cached: bool) of the segment(progress=...) running in THIS thread
-        # (light queries in other threads share the cache but never see it)
-        self._local = threading.local()
-
-    def _stage(self, name: str, cached: bool = False) -> None:
-        """Report the stage about to run; the callback may raise :class:`Cancelled`."""
-        progress = getattr(self._local, "progress", None)
-        if progress is not None:
-            progress(name, cached)
-
-    # ----------------------------------------------------------------- caching
-    def invalidate(self) -> None:
-        self._prep = None
-
-    @contextmanager
-    def private(self, entry: _Prepared | None = None) -> Iterator[PrivateEntry]:
-        """Within the block, this thread's queries use a private cache slot (built there when its
-        version differs from the snapshot's) and never touch the shared entry, its build lock or
-        ``building``: other threads' queries see none of it. Used by the tiled engine."""
-        slot = PrivateEntry(entry)
-        outer = getattr(self._local, "private", None)
-        self._local.private = slot
-        try:
-            yield slot
-        finally:
-            self._local.private = outer
-
-    def _current(self) -> _Prepared | None:
-        """The entry this thread reads: its private one inside :meth:`private`, else the shared one."""
-        slot = getattr(self._local, "private", None)
-        return self._prep if slot is None else slot.entry
-
-    @property
-    def building(self) -> tuple[int, float] | None:
-        """(map version, seconds since it started) of the encoding being built, or None."""
-        job = self._building
-        return None if job is None else (job[0], time.monotonic() - job[1])
-
-    def _prepare(self, snapshot: Any, wait: bool = True) -> tuple[_Prepared, bool]:
-        """The complete cache entry of ``snapshot.version``: built here when missing (one build at
-        a time, under ``_build_lock``). ``wait=False`` (light queries) does not queue behind another
-        thread's build: it raises :class:`EncodingBusy` carrying the last finished entry instead."""
-        version = int(snapshot.version)
-        slot = getattr(self._local, "private", None)
-        if slot is not None:  # a private slot: no shared state, no lock
-            if slot.entry is not None and slot.entry.version == version:
-                return self._cached(slot.entry), True
-            slot.entry = self._build(snapshot, version)
-            return slot.entry, False
-        prep = self._prep
-        if prep is not None and prep.version == version:
-            return self._cached(prep), True
-        if not self._build_lock.acquire(blocking=wait):
-            raise EncodingBusy(prep, self.building)
-        try:
-            prep = self._prep
-            if prep is not None and prep.version == version:
-                return self._cached(prep), True
-            self._building = (version, time.monotonic())
-            prep = self._build(snapshot, version)
-            self._prep = prep  # published only when complete: readers never see a partial entry
-            return prep, False
-        finally:
-            self._building = None
-            self._build_lock.release()
-
-    def _cached(self, prep: _Prepared) -> _Prepared:
-        for stage in STAGES[:-1]:  # superpoints, backbone, decoder: all built with the entry
-            self._stage(stage, True)
-        return prep
 
     def _build(self, snapshot: Any, version: int) -> _Prepared:
         """Superpoints, backbone, the prompt-free decoder pass, its semantic labels, the class basis
@@ -242,27 +168,12 @@ class InferenceEngine:
         isolated = bool(getattr(getattr(self.model, "cfg", None), "isolate_prompts", False))
         return self._decode(prep, unified=not isolated, **prompts)
 
-    # ----------------------------------------------------------------- checks
-    def _check_map(self, snapshot: Any) -> str:
-        n = 0 if snapshot is None else len(snapshot.points)
-        if n == 0:
-            return "map is empty: no points integrated yet (publish clouds or RGB-D frames first)"
-        if n < self.cfg.min_points:
-            return f"map has only {n} points; at least {self.cfg.min_points} are needed"
-        return ""
-
-    @staticmethod
-    def _threshold(value: float, default: float) -> tuple[float, str]:
-        if not np.isfinite(value) or value < 0 or value > 1:
-            return default, f"score_threshold must be in [0, 1] (0 = node default), got {value}"
-        return (value if value > 0 else default), ""
-
     def _run(self, snapshot: Any, query: str, fn: Any, light: bool = False) -> QueryResult:
         """Prepare the entry and run ``fn(prep)``. Light queries never wait for another thread's
         build: they answer on the last finished entry (the message says which version), or at once
         that the encoding is being built when there is none yet."""
         t0 = time.perf_counter()
-        reason = self._check_map(snapshot)
+        reason = checks.map_problem(snapshot, self.cfg.min_points)
         if reason:
             return QueryResult.failure(reason, query)
         note = ""
@@ -291,7 +202,7 @@ class InferenceEngine:
         ``progress(stage, cached)`` is called before each of :data:`STAGES` (``cached``: the stage's
         output comes from the cache of this map version); it may raise :class:`Cancelled`, which
         propagates to the caller."""
-        thr, err = self._threshold(score_threshold, self.cfg.score_threshold)
+        thr, err = checks.score_threshold(score_threshold, self.cfg.score_threshold)
         if err:
             return QueryResult.failure(err, "segment")
 
@@ -325,12 +236,9 @@ class InferenceEngine:
 
     def refer(self, snapshot: Any, text: str, top_k: int = 0) -> QueryResult:
         """Referring: the text's mask first, then up to ``top_k - 1`` instances ranked by overlap with it."""
-        if not isinstance(text, str) or not text.strip():
-            return QueryResult.failure(
-                "text is empty: give a description such as 'the chair next to the table'", "refer"
-            )
-        if top_k < 0:
-            return QueryResult.failure(f"top_k must be >= 0 (0 = node default), got {top_k}", "refer")
+        err = checks.text_problem(text, top_k)
+        if err:
+            return QueryResult.failure(err, "refer")
         k = top_k or self.cfg.top_k
 
         def run(prep: _Prepared) -> QueryResult:
@@ -370,12 +278,8 @@ class InferenceEngine:
     def open_vocab(self, snapshot: Any, class_names: list[str], score_threshold: float = 0.0) -> QueryResult:
         """Open vocabulary: instances classified among ``class_names`` (any strings)."""
         names = [str(c).strip() for c in (class_names or [])]
-        if not names:
-            return QueryResult.failure("class_names is empty: give at least one class name", "open_vocab")
-        blank = [i for i, c in enumerate(names) if not c]
-        if blank:
-            return QueryResult.failure(f"class_names[{blank[0]}] is empty", "open_vocab")
-        thr, err = self._threshold(score_threshold, self.cfg.score_threshold)
+        thr, err = checks.score_threshold(score_threshold, self.cfg.score_threshold)
+        err = checks.names_problem(names) or err
         if err:
             return QueryResult.failure(err, "open_vocab")
 
@@ -403,19 +307,9 @@ class InferenceEngine:
     def interactive(self, snapshot: Any, clicks: Any, max_click_distance: float = 0.0) -> QueryResult:
         """Clicks (K, 3) in the fixed frame -> one instance per click (id = click index)."""
         pts = np.asarray(clicks, dtype=np.float64).reshape(-1, 3) if np.size(clicks) else np.zeros((0, 3))
-        if len(pts) == 0:
-            return QueryResult.failure("clicks is empty: give at least one point", "interactive")
-        bad = np.flatnonzero(~np.isfinite(pts).all(axis=1))
-        if len(bad):
-            return QueryResult.failure(
-                f"clicks[{bad[0]}] is not finite: {pts[bad[0]].tolist()}", "interactive"
-            )
-        if max_click_distance < 0 or not np.isfinite(max_click_distance):
-            return QueryResult.failure(
-                f"max_click_distance must be >= 0, got {max_click_distance}", "interactive"
-            )
+        reason = checks.clicks_problem(pts, max_click_distance)
+        reason = reason or checks.map_problem(snapshot, self.cfg.min_points)
         limit = max_click_distance or self.cfg.max_click_distance
-        reason = self._check_map(snapshot)
         if reason:
             return QueryResult.failure(reason, "interactive")
         # distance check before any inference: a wrong click costs no model run

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from uniseg3d_ros.inference import checks
 from uniseg3d_ros.inference.engine import STAGES, EncodingBusy, InferenceEngine
 from uniseg3d_ros.inference.results import InstanceInfo, QueryResult
 from uniseg3d_ros.inference.tile_merge import ROW, TileResult, merge_tile_instances, tile_rows
@@ -207,8 +208,8 @@ class TiledEngine:
         ``progress(stage, cached)`` as :meth:`InferenceEngine.segment` (per encoded tile, then the
         merge); :class:`Cancelled` propagates. point_indices: snapshot rows."""
         t0 = time.perf_counter()
-        thr, err = self.engine._threshold(score_threshold, self.engine.cfg.score_threshold)
-        reason = err or self.engine._check_map(snapshot)
+        thr, err = checks.score_threshold(score_threshold, self.engine.cfg.score_threshold)
+        reason = err or checks.map_problem(snapshot, self.engine.cfg.min_points)
         if reason:
             return QueryResult.failure(reason, "segment")
         with self._build_lock:
@@ -241,7 +242,7 @@ class TiledEngine:
         t0 = time.perf_counter()
         if not probe.message.startswith("map is empty"):
             return probe  # a bad request, answered before any tiling
-        reason = self.engine._check_map(snapshot)
+        reason = checks.map_problem(snapshot, self.engine.cfg.min_points)
         if reason:
             return QueryResult.failure(reason, query)
         tiling, note = self._tiling, ""
