@@ -244,16 +244,24 @@ def test_tiled_segment_action_reports_stages_per_tile_and_cancels(ros, apartment
             handle.cancel_goal_async()
         result = handle.get_result_async()
         ros.spin_until(result.done, timeout=120.0, what="action result")
+        tiles.append([(f.tile_index, f.tile_count) for f in feedback])
         return result.result(), [f.stage for f in feedback]
+
+    tiles: list = []  # (tile_index, tile_count) of each feedback, per goal
 
     res, stages = run(cancel_after=6)  # cancelled inside the second tile
     assert res.status == GoalStatus.STATUS_CANCELED and "canceled" in res.result.message
     assert stages[:4] == list(STAGES) and len(stages) <= 8  # the first tile's stages, then stopped
+    count = tiles[0][0][1]  # the feedback names the tile and the number of tiles
+    assert count >= 2 and tiles[0][:4] == [(1, count)] * 4
+    assert tiles[0][4:] == [(2, count)] * len(tiles[0][4:])
     res, stages = run(cancel_after=0)  # the tiles finished before the cancel are not encoded again
     assert res.status == GoalStatus.STATUS_SUCCEEDED and res.result.success, res.result.message
-    tiles = ros.fresh_stats()["tiles"]
     encoded = stages.count("backbone")
-    assert 0 < encoded < tiles and stages[-1] == "postprocess"
+    assert count == ros.fresh_stats()["tiles"] and 0 < encoded < count and stages[-1] == "postprocess"
+    numbers = [t for t, n in tiles[1][:-1]]  # every stage but the merge names its tile, in order
+    assert all(n == count for t, n in tiles[1][:-1]) and numbers == sorted(numbers) and numbers[0] >= 2
+    assert tiles[1][-1] == (0, 0)  # the merge
     assert f"({encoded} encoded)" in res.result.message
     client.destroy()
 

@@ -18,7 +18,8 @@ tiling of a map version is published by one assignment, so ``refer`` / ``open_vo
 Queries: referring asks every tile and keeps the best-scored mask (its ``top_k`` alternatives come
 from that tile); open-vocabulary instances are merged across borders like ``segment``'s; each click
 goes to the tile whose square holds it. ``progress`` callbacks see each encoded tile's stages
-(superpoints, backbone, decoder, postprocess), then ``postprocess`` once more for the merge; a
+(superpoints, backbone, decoder, postprocess; a callback with a ``tile`` keyword also gets
+``tile=(number, count)``), then ``postprocess`` once more for the merge; a
 :class:`Cancelled` raised between stages keeps the tiles finished so far in the cache.
 
 All geometry in the map frame, metres; ``point_indices`` index the rows of the full snapshot.
@@ -26,6 +27,7 @@ All geometry in the map frame, metres; ``point_indices`` index the rows of the f
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import threading
 import time
@@ -142,14 +144,15 @@ class TiledEngine:
         for key in list(self._cache):
             if key not in layout:
                 del self._cache[key]
-        for key, rows in layout.items():
+        for number, (key, rows) in enumerate(layout.items(), 1):
             fp = (len(rows), int(snapshot.counts[rows].sum(dtype=np.int64)),
                   float(snapshot.last_seen[rows].max()), int(rows[0]), int(rows[-1]))
             tile = self._cache.get(key)
             fresh = tile is not None and tile.fingerprint == fp and np.array_equal(tile.rows, rows)
             if not fresh or tile.threshold != thr:
                 reuse = tile if fresh and tile.entry is not None else None
-                tile = self._segment_tile(key, snapshot, rows, fp, thr, progress, reuse)
+                tile_progress = _per_tile(progress, number, len(layout))
+                tile = self._segment_tile(key, snapshot, rows, fp, thr, tile_progress, reuse)
                 self._cache[key] = tile  # a cancel later keeps the tiles finished so far
             results.append(tile)
         del layout
@@ -356,3 +359,15 @@ class _Empty:
 
 
 _EMPTY = _Empty()
+
+
+def _per_tile(progress: Any, number: int, count: int) -> Any:
+    """``progress`` for tile ``number`` of ``count``: a callback with a ``tile`` keyword gets
+    ``tile=(number, count)`` with each stage (the merge afterwards: none); others as they are."""
+    if progress is None:
+        return None
+    try:
+        takes_tile = "tile" in inspect.signature(progress).parameters
+    except (TypeError, ValueError):
+        takes_tile = False
+    return (lambda stage, cached: progress(stage, cached, tile=(number, count))) if takes_tile else progress

@@ -1,11 +1,11 @@
 """``~/segment`` as a ROS 2 action (``uniseg3d_msgs/action/Segment``): the service's request and
-result, feedback before each stage (superpoints, backbone, decoder, postprocess), cancellable
-between stages.
+result, feedback before each stage (superpoints, backbone, decoder, postprocess; on a tiled map
+each tile's stages with its number, then the merge), cancellable between stages.
 
 The action shares its name with the ``~/segment`` service: an action's entities live under
 ``~/segment/_action/`` (send_goal, cancel_goal, get_result services; feedback, status topics), so
 they never clash with the service ``~/segment``; the two types (``srv/Segment``,
-``action/Segment``) are distinct interfaces of ``uniseg3d_msgs``. tests/test_node_actions.py uses
+``action/Segment``) are distinct interfaces of ``uniseg3d_msgs``. tests/test_node_planner.py uses
 both on one node.
 
 Goals are accepted one at a time (a second goal while one runs is rejected: a planner waits for or
@@ -48,7 +48,7 @@ class SegmentActionHandler:
         node.count("action_segment")
         t0 = time.perf_counter()
 
-        def progress(stage: str, cached: bool) -> None:
+        def progress(stage: str, cached: bool, tile: tuple[int, int] = (0, 0)) -> None:
             if goal_handle.is_cancel_requested:
                 raise Cancelled(stage)
             goal_handle.publish_feedback(
@@ -57,6 +57,8 @@ class SegmentActionHandler:
                     stage_index=STAGES.index(stage) + 1,
                     stage_count=len(STAGES),
                     elapsed_ms=1e3 * (time.perf_counter() - t0),
+                    tile_index=tile[0],
+                    tile_count=tile[1],
                 )
             )
 
