@@ -95,10 +95,22 @@ def test_refer_and_clicks_search_all_tiles(tiled, room, keep):
     m = SceneMap(0.02)
     m.integrate(room.points, room.colors, np.eye(4), stamp=1.0)
     snap = m.snapshot()
-    tiled.segment(snap)
-    ref = tiled.refer(snap, "the red chair")
+    seg = tiled.segment(snap)
+    ref = tiled.refer(snap, "the red chair", top_k=4)
     assert ref.success and ref.instances[0].point_count > 0
     assert ref.instances[0].point_indices.max() < len(snap.points)
+    # alternatives: the merged segment instances (whole objects across tiles), best IoU x score first
+    referred, alts = set(ref.instances[0].point_indices.tolist()), ref.instances[1:]
+    merged = {tuple(i.point_indices.tolist()): i.score for i in seg.instances}
+    assert 1 <= len(alts) <= 3 and [a.id for a in alts] == list(range(1, len(alts) + 1))
+    ranks = []
+    for a in alts:
+        rows = tuple(a.point_indices.tolist())
+        inter = len(referred.intersection(rows))
+        assert rows in merged and inter > 0
+        ranks.append(inter / (len(referred) + len(rows) - inter) * merged[rows])
+        assert a.score == pytest.approx(ranks[-1])
+    assert ranks == sorted(ranks, reverse=True)
     far_apart = snap.points[[np.argmin(snap.points[:, 0]), np.argmax(snap.points[:, 0])]]
     clicks = tiled.interactive(snap, far_apart)
     assert clicks.success and len(clicks.instances) == 2

@@ -15,11 +15,11 @@ tiling of a map version is published by one assignment, so ``refer`` / ``open_vo
 ``interactive`` never wait: while another thread re-tiles they answer on the last finished tiling
 (the message says which version) or say at once that the encoding is being rebuilt.
 
-Queries: referring asks every tile and keeps the best-scored mask (its ``top_k`` alternatives come
-from that tile); open-vocabulary instances are merged across borders like ``segment``'s; each click
-goes to the tile whose square holds it. ``progress`` callbacks see each encoded tile's stages
-(superpoints, backbone, decoder, postprocess; a callback with a ``tile`` keyword also gets
-``tile=(number, count)``), then ``postprocess`` once more for the merge; a
+Queries: referring asks every tile and keeps the best-scored mask (its ``top_k`` alternatives: the
+merged segment instances that overlap it most); open-vocabulary instances are merged across borders
+like ``segment``'s; each click goes to the tile whose square holds it. ``progress`` callbacks see
+each encoded tile's stages (superpoints, backbone, decoder, postprocess; a callback with a ``tile``
+keyword also gets ``tile=(number, count)``), then ``postprocess`` once more for the merge; a
 :class:`Cancelled` raised between stages keeps the tiles finished so far in the cache.
 
 All geometry in the map frame, metres; ``point_indices`` index the rows of the full snapshot.
@@ -284,9 +284,10 @@ class TiledEngine:
         return res
 
     def refer(self, snapshot: Any, text: str, top_k: int = 0) -> QueryResult:
-        """The best-scored referring mask over all tiles (its alternatives from the same tile)."""
+        """The best-scored referring mask over all tiles; its ``top_k - 1`` alternatives are the merged
+        ``segment`` instances ranked by overlap with it (IoU x score, as the plain engine ranks)."""
         def answer(tiling: _Tiling) -> QueryResult:
-            asked = [self._ask(tiling, t, lambda s: self.engine.refer(s, text, top_k))
+            asked = [self._ask(tiling, t, lambda s: self.engine.refer(s, text, 1))
                      for t in tiling.tiles.values()]
             found = [a for a in asked if a.success and a.instances]
             if not found:
@@ -295,6 +296,9 @@ class TiledEngine:
                 return failed[0] if failed else nothing
             best = max(found, key=lambda a: a.instances[0].score)
             best.semantic = tiling.semantic
+            k = top_k or self.engine.cfg.top_k
+            best.instances = best.instances[:1] + _ranked_alternatives(
+                best.instances[0], tiling.result.instances, len(tiling.snapshot.points), k - 1)
             return best
 
         return self._light(snapshot, "refer", self.engine.refer(_EMPTY, text, top_k), answer)
@@ -371,3 +375,19 @@ def _per_tile(progress: Any, number: int, count: int) -> Any:
     except (TypeError, ValueError):
         takes_tile = False
     return (lambda stage, cached: progress(stage, cached, tile=(number, count))) if takes_tile else progress
+
+
+def _ranked_alternatives(referred: InstanceInfo, candidates: list[InstanceInfo], n: int,
+                         k: int) -> list[InstanceInfo]:
+    """Copies of the ``k`` ``candidates`` (instances over ``n`` snapshot rows) with the highest
+    IoU x score against ``referred`` (IoU > 0 only), scored by that, ids 1, 2, ..."""
+    if k <= 0 or not candidates:
+        return []
+    mask = np.zeros(n, bool)
+    mask[referred.point_indices] = True
+    inter = np.array([np.count_nonzero(mask[c.point_indices]) for c in candidates], np.float64)
+    union = np.array([c.point_count for c in candidates], np.float64) + referred.point_count - inter
+    iou = inter / np.maximum(union, 1)
+    rank = iou * np.array([c.score for c in candidates], np.float64)
+    order = [j for j in np.argsort(-rank, kind="stable") if iou[j] > 0][:k]
+    return [replace(candidates[j], id=m, score=float(rank[j])) for m, j in enumerate(order, 1)]
