@@ -89,6 +89,27 @@ def test_generate_fused_out_writes_samples_the_training_dataset_reads(tmp_path):
     assert len(sample.texts) == min(4, len(refer))
 
 
+def test_a_second_generate_run_adds_rooms_to_a_fused_folder(tmp_path, capsys):
+    fused = tmp_path / "fused"
+    common = ["--num-scenes", "1", "--spacing", "0.1", "--val-fraction", "0", "--fused-out", str(fused),
+              "--fused-frames", "4", "--width", "64", "--height", "48", "--no-progress"]
+    assert generate(["--out", str(tmp_path / "a"), "--seed", "3", *common]) == 0
+    first = json.loads((fused / "train_referring.json").read_text())
+    assert generate(["--out", str(tmp_path / "b"), "--seed", "4", "--start-index", "1", *common]) == 0
+    both = json.loads((fused / "train_referring.json").read_text())
+    assert {e["scene_id"] for e in both} == {"scene0000_00", "scene0001_00"}
+    assert [e for e in both if e["scene_id"] == "scene0000_00"] == first  # kept as it was
+    assert sorted(p.name for p in (fused / "train").glob("*.npz")) == ["scene0000_00.npz", "scene0001_00.npz"]
+    assert len(ScanNetDataset(fused, "train", num_texts=4)) == 2
+    # the same rooms again replace their own sentences, not add a second copy
+    assert generate(["--out", str(tmp_path / "b"), "--seed", "4", "--start-index", "1", *common]) == 0
+    assert json.loads((fused / "train_referring.json").read_text()) == both
+    (fused / "train_referring.json").write_text("[{]")  # a file it cannot extend: one line, exit 2
+    assert generate(["--out", str(tmp_path / "c"), "--seed", "5", "--start-index", "2", *common]) == 2
+    err = capsys.readouterr().err
+    assert "--fused-out" in err and "malformed JSON" in err and "Traceback" not in err
+
+
 def test_generate_rejects_zero_fused_frames(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         generate(["--out", str(tmp_path), "--num-scenes", "1", "--fused-out", str(tmp_path / "f"),

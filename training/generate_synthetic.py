@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from uniseg3d_model.data.rgbd_sequence import write_sequence
 from uniseg3d_model.data.scannet import save_processed
-from uniseg3d_model.data.scanrefer import join_scanrefer, write_referring
+from uniseg3d_model.data.scanrefer import join_scanrefer, read_referring, write_referring
 from uniseg3d_model.synthetic.layout import ROOM_TYPES
 from uniseg3d_model.synthetic.render import CameraConfig, render_sequence
 from uniseg3d_model.synthetic.scannet_export import export_scene, write_label_map, write_splits
@@ -64,7 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--fused-out", type=Path, default=None,
-                   help="also write each scene as the node fuses it (processed samples) under this folder")
+                   help="also write each scene as the node fuses it (processed samples) under this folder; "
+                        "scenes already there stay (their sentences too): a second run with another "
+                        "--seed / --start-index adds rooms")
     p.add_argument("--fused-frames", type=int, default=48, help="RGB-D frames fused per scene (--fused-out)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
@@ -93,6 +96,9 @@ def generate(args: argparse.Namespace) -> dict[str, list[str]]:
     refer: dict[str, list[dict]] = {"train": [], "val": []}
     counts: Counter[str] = Counter()
     fused: dict[str, list[dict]] = {"train": [], "val": []}
+    earlier = {split: {} for split in fused}  # the sentences of scenes already in --fused-out
+    if args.fused_out is not None:
+        earlier = {split: read_referring(args.fused_out / f"{split}_referring.json") for split in fused}
     for i in tqdm(range(args.num_scenes), desc="synthetic scenes", unit="scene", disable=args.no_progress):
         index = args.start_index + i
         sid = f"scene{index:04d}_00"
@@ -119,8 +125,10 @@ def generate(args: argparse.Namespace) -> dict[str, list[str]]:
         for split, entries in refer.items():
             write_scanrefer(out / f"ScanRefer_filtered_{split}.json", entries)
     if args.fused_out is not None:
-        for split, entries in fused.items():
-            write_referring(args.fused_out / f"{split}_referring.json", entries)
+        new = set(splits["train"] + splits["val"])
+        for split, entries in fused.items():  # a folder that holds other scenes keeps their sentences
+            kept = [e for sid, es in sorted(earlier[split].items()) if sid not in new for e in es]
+            write_referring(args.fused_out / f"{split}_referring.json", kept + entries)
     meta = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "no_progress"}
     (out / "generation.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     return splits
@@ -141,7 +149,11 @@ def _write_fused(scene: Any, args: argparse.Namespace, split: str, entries: list
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    splits = generate(args)
+    try:
+        splits = generate(args)
+    except ValueError as exc:  # an existing --fused-out sentence file it cannot extend
+        print(f"generate_synthetic: error: --fused-out: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {len(splits['train'])} train + {len(splits['val'])} val scenes to {args.out}")
     return 0
 
