@@ -28,6 +28,7 @@ process whether or not ``scripts/env.sh`` was sourced.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import subprocess
 import sys
@@ -294,3 +295,70 @@ def running_node(
                 probe.node.destroy_node()
             log = server.output()
             assert server.stop() == 0, f"the node did not exit cleanly on SIGINT:\n{log[-4000:]}"
+
+
+class StatsProbe:
+    """The test side of a node test: a probe node on ``ctx`` with a ``<node>/stats`` listener, service
+    clients made on first use, and spin / publish helpers that fail early when ``server`` died."""
+
+    def __init__(self, ctx: Any, server: RosProcess, name: str, node: str = "/uniseg3d_node") -> None:
+        import rclpy
+        from std_msgs.msg import String
+
+        self.server, self.prefix = server, node
+        self.node = rclpy.create_node(name, context=ctx)
+        self.stats: dict = {}
+        self.node.create_subscription(String, f"{node}/stats", self._on_stats, 10)
+        self._clients: dict = {}
+
+    def _on_stats(self, msg: Any) -> None:
+        self.stats = json.loads(msg.data)
+
+    def now(self) -> float:
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def spin_until(self, predicate: Callable[[], bool], timeout: float = 20.0, what: str = "condition"
+                   ) -> None:
+        spin_until(self.node, predicate, timeout, what, procs=[self.server])
+
+    def fresh_stats(self) -> dict:
+        """Stats published after now (spins until one arrives)."""
+        self.stats = {}
+        self.spin_until(lambda: bool(self.stats), what="a ~/stats message")
+        return self.stats
+
+    def settled(self, key: str, timeout: float = 10.0) -> int:
+        """Spin until ``key`` in ~/stats has not changed for 1 s; returns its value."""
+        last = [self.fresh_stats().get(key, 0), self.now()]
+
+        def stable() -> bool:
+            value = self.stats.get(key, 0)
+            if value != last[0]:
+                last[:] = [value, self.now()]
+            return self.now() - last[1] > 1.0
+
+        self.spin_until(stable, timeout, f"{key} settled")
+        return self.stats.get(key, 0)
+
+    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 60.0) -> Any:
+        client = self._clients.get(name)
+        if client is None:
+            client = self._clients[name] = self.node.create_client(srv_type, f"{self.prefix}/{name}")
+            wait_for_service(self.node, client, timeout=30.0, procs=[self.server])
+        return call_service(self.node, client, request, timeout, procs=[self.server])
+
+    def publish_until(self, pub: Any, make_msg: Callable[[], Any], done: Callable[[], bool], what: str,
+                      period: float = 0.3, timeout: float = 20.0) -> None:
+        """Publish ``make_msg()`` on ``pub`` every ``period`` s until ``done()`` (a best-effort
+        subscriber may drop one: resend)."""
+        last = [-1e9]
+
+        def step() -> bool:
+            if done():
+                return True
+            if self.now() - last[0] > period:
+                pub.publish(make_msg())
+                last[0] = self.now()
+            return False
+
+        self.spin_until(step, timeout, what)

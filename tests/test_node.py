@@ -9,7 +9,6 @@ counters for bad input, and bounded memory under a 30 Hz burst.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -77,20 +76,17 @@ NODE_PARAMS = {
 _ros_arg = rosutil.ros_arg  # other test modules import it from here
 
 
-class NodeHarness:
+class NodeHarness(rosutil.StatsProbe):
     """The test side: a probe node with publishers, clients and a ~/stats listener."""
 
     def __init__(self, ctx, server):
-        import rclpy
         from geometry_msgs.msg import PoseStamped
         from nav_msgs.msg import Odometry
         from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import PointCloud2
-        from std_msgs.msg import String
         from visualization_msgs.msg import MarkerArray
 
-        self.server = server
-        self.node = rclpy.create_node("node_test_probe", context=ctx)
+        super().__init__(ctx, server, "node_test_probe", NODE)
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         latched = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
@@ -98,51 +94,21 @@ class NodeHarness:
         self.cloud_pub = self.node.create_publisher(PointCloud2, f"{NODE}/cloud", qos)
         self.pose_pub = self.node.create_publisher(PoseStamped, f"{NODE}/pose", qos)
         self.odom_pub = self.node.create_publisher(Odometry, f"{NODE}/odom", qos)
-        self.stats: dict = {}
         self.markers: list = []
         self.segmented: list = []
         self.map_clouds: list = []
-        self.node.create_subscription(String, f"{NODE}/stats", self._on_stats, 10)
         self.node.create_subscription(MarkerArray, f"{NODE}/markers", self.markers.append, latched)
         self.node.create_subscription(PointCloud2, f"{NODE}/segmented_cloud", self.segmented.append, latched)
         self.node.create_subscription(PointCloud2, f"{NODE}/map_cloud", self.map_clouds.append, 1)
-        self._clients: dict = {}
-
-    def _on_stats(self, msg):
-        self.stats = json.loads(msg.data)
-
-    def spin_until(self, predicate, timeout=20.0, what="condition"):
-        rosutil.spin_until(self.node, predicate, timeout, what, procs=[self.server])
-
-    def call(self, srv_type, name, request, timeout=60.0):
-        client = self._clients.get(name)
-        if client is None:
-            client = self._clients[name] = self.node.create_client(srv_type, f"{NODE}/{name}")
-            rosutil.wait_for_service(self.node, client, timeout=30.0, procs=[self.server])
-        return rosutil.call_service(self.node, client, request, timeout, procs=[self.server])
-
-    def fresh_stats(self):
-        """Stats published after now (spins until one arrives)."""
-        self.stats = {}
-        self.spin_until(lambda: bool(self.stats), what="a ~/stats message")
-        return self.stats
 
     def publish_until(self, make_msg, done, what, period=0.3, timeout=20.0):
-        """Publish make_msg() every ``period`` s until done() (best-effort subscriber: resend)."""
-        last = [-1e9]
+        """Publish make_msg() on the publisher of its type (pose, odometry, else cloud) every
+        ``period`` s until done() (best-effort subscriber: resend)."""
+        super().publish_until(self, make_msg, done, what, period, timeout)
 
-        def step():
-            if done():
-                return True
-            now = self.node.get_clock().now().nanoseconds * 1e-9
-            if now - last[0] > period:
-                msg = make_msg()
-                pubs = {"PoseStamped": self.pose_pub, "Odometry": self.odom_pub}
-                pubs.get(type(msg).__name__, self.cloud_pub).publish(msg)
-                last[0] = now
-            return False
-
-        self.spin_until(step, timeout, what)
+    def publish(self, msg):
+        pubs = {"PoseStamped": self.pose_pub, "Odometry": self.odom_pub}
+        pubs.get(type(msg).__name__, self.cloud_pub).publish(msg)
 
     def clear_map(self):
         from std_srvs.srv import Trigger

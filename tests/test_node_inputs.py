@@ -34,65 +34,11 @@ PARAMS = {
 _args = rosutil.node_args
 
 
-class Probe:
+class Probe(rosutil.StatsProbe):
     """The test side: a node with a ~/stats listener, clients, and helpers to publish and wait."""
 
     def __init__(self, ctx, server):
-        import rclpy
-        from std_msgs.msg import String
-
-        self.server = server
-        self.node = rclpy.create_node("inputs_test_probe", context=ctx)
-        self.stats: dict = {}
-        self.node.create_subscription(String, f"{NODE}/stats", self._on_stats, 10)
-        self._clients: dict = {}
-
-    def _on_stats(self, msg):
-        self.stats = json.loads(msg.data)
-
-    def now(self) -> float:
-        return self.node.get_clock().now().nanoseconds * 1e-9
-
-    def spin_until(self, predicate, timeout=20.0, what="condition"):
-        rosutil.spin_until(self.node, predicate, timeout, what, procs=[self.server])
-
-    def fresh_stats(self) -> dict:
-        self.stats = {}
-        self.spin_until(lambda: bool(self.stats), what="a ~/stats message")
-        return self.stats
-
-    def settled(self, key: str, timeout: float = 10.0) -> int:
-        """Spin until ``key`` in ~/stats has not changed for 1 s; returns its value."""
-        last = [self.fresh_stats().get(key, 0), self.now()]
-
-        def stable():
-            value = self.stats.get(key, 0)
-            if value != last[0]:
-                last[:] = [value, self.now()]
-            return self.now() - last[1] > 1.0
-
-        self.spin_until(stable, timeout, f"{key} settled")
-        return self.stats.get(key, 0)
-
-    def call(self, srv_type, name, request, timeout=60.0):
-        client = self._clients.get(name)
-        if client is None:
-            client = self._clients[name] = self.node.create_client(srv_type, f"{NODE}/{name}")
-            rosutil.wait_for_service(self.node, client, timeout=30.0, procs=[self.server])
-        return rosutil.call_service(self.node, client, request, timeout, procs=[self.server])
-
-    def publish_until(self, pub, make_msg, done, what, period=0.3, timeout=20.0):
-        last = [-1e9]
-
-        def step():
-            if done():
-                return True
-            if self.now() - last[0] > period:
-                pub.publish(make_msg())
-                last[0] = self.now()
-            return False
-
-        self.spin_until(step, timeout, what)
+        super().__init__(ctx, server, "inputs_test_probe", NODE)
 
 
 @pytest.fixture(scope="module")
