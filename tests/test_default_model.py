@@ -65,7 +65,7 @@ def test_default_model_segments_an_unseen_room(default_model, held_out: Path) ->
     untrained = UniSeg3D(model.cfg, model.text_encoder).eval()
     baseline = evaluate(untrained, held_out, "val", min_region_size=50, progress=False)["summary"]
     # the shipped model is trained on fused maps (the node's domain); on mesh vertices it is weaker
-    # (measured: mIoU 0.21, AP50 0.16, interactive AP 0.15, referring mIoU 0.25) but far from random
+    # but far from random
     assert trained["miou"] > 0.15 and trained["miou"] > baseline["miou"] + 0.1
     assert trained["ap50"] > 0.1 and trained["ap50"] > baseline["ap50"] + 0.1
     assert trained["interactive_ap"] > baseline["interactive_ap"] + 0.1
@@ -73,11 +73,11 @@ def test_default_model_segments_an_unseen_room(default_model, held_out: Path) ->
 
 
 # The shipped (node-domain, official architecture) model on the fused room (seed 9100), measured by
-# this test: mIoU 0.590, AP50 0.920, interactive mIoU 0.906, referring mIoU 0.673 / Acc@0.5 0.657
-# (10 rooms: default.json). The floors sit a little under them, so a regression in the weights or in
-# the node's data path (fusion, superpoints) fails here.
-FUSED_FLOOR = {"miou": 0.52, "ap50": 0.85, "interactive_miou": 0.85, "referring_miou": 0.60,
-               "referring_acc50": 0.55}
+# this test: mIoU 0.812, AP50 0.958, interactive mIoU 0.915, referring mIoU 0.775 / Acc@0.5 0.771,
+# ~/segment 12 of 13 objects with the right label (10 rooms: default.json). The floors sit a little
+# under them, so a regression in the weights or in the node's data path (fusion, superpoints) fails.
+FUSED_FLOOR = {"miou": 0.74, "ap50": 0.88, "interactive_miou": 0.85, "referring_miou": 0.70,
+               "referring_acc50": 0.68}
 
 
 @pytest.mark.slow  # fuses one room (48 frames) and evaluates it: ~1 min on 2 busy cores
@@ -99,4 +99,4 @@ def test_default_model_on_an_unseen_room_as_the_node_fuses_it(default_model, hel
     node = node_answers(engine, load_processed(room), 1, DEMO_VOCABULARY)
     print(node)
     assert node["ov_on_stuff"] == 0 and node["ov_instances"] >= 1
-    assert node["found_with_label"] >= 0.7 * node["objects"], node  # measured: 10 of 13
+    assert node["found_with_label"] >= 0.8 * node["objects"], node  # measured: 12 of 13
