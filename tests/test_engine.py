@@ -103,8 +103,10 @@ def test_open_vocab_lets_wall_and_floor_compete_unasked(room_map):
 
     engine = load_engine("")
     snap = room_map.snapshot()
-    asked = engine.open_vocab(snap, ["chair", "table"])  # the node's default score threshold
-    full = engine.open_vocab(snap, ["chair", "table", "wall", "floor"])
+    # a low threshold: this toy room is unlike the fused rooms the model was trained on (at the
+    # node's 0.3 it returns nothing here)
+    asked = engine.open_vocab(snap, ["chair", "table"], score_threshold=0.05)
+    full = engine.open_vocab(snap, ["chair", "table", "wall", "floor"], score_threshold=0.05)
     assert asked.success and full.success and asked.instances
     things = [i for i in full.instances if i.label in ("chair", "table")]
     assert [(i.label, round(i.score, 6), tuple(i.point_indices)) for i in asked.instances] == [
