@@ -125,8 +125,13 @@ def rank_by_overlap(
         return np.zeros(0, dtype=np.int64), np.zeros(0)
     inter = (masks & mask[None]).sum(1)
     union = (masks | mask[None]).sum(1)
-    iou = inter / np.maximum(union, 1)
-    rank = iou * np.asarray(scores, dtype=np.float64)
+    return rank_by_iou(inter / np.maximum(union, 1), scores, k)
+
+
+def rank_by_iou(iou: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the ``k`` candidates with the highest ``iou * scores`` (IoU > 0 only, ties in
+    order) and those ranking scores."""
+    rank = np.asarray(iou, dtype=np.float64) * np.asarray(scores, dtype=np.float64)
     order = np.argsort(-rank, kind="stable")
-    order = order[iou[order] > 0][:k]
+    order = order[np.asarray(iou)[order] > 0][:k]
     return order, rank[order]

@@ -38,7 +38,7 @@ import numpy as np
 
 from uniseg3d_ros.inference import checks
 from uniseg3d_ros.inference.engine import STAGES, EncodingBusy, InferenceEngine
-from uniseg3d_ros.inference.results import InstanceInfo, QueryResult
+from uniseg3d_ros.inference.results import InstanceInfo, QueryResult, rank_by_iou
 from uniseg3d_ros.inference.tile_merge import ROW, TileResult, merge_tile_instances, tile_rows
 
 __all__ = ["TileConfig", "TileResult", "TiledEngine", "merge_tile_instances", "tile_rows"]
@@ -379,15 +379,14 @@ def _per_tile(progress: Any, number: int, count: int) -> Any:
 
 def _ranked_alternatives(referred: InstanceInfo, candidates: list[InstanceInfo], n: int,
                          k: int) -> list[InstanceInfo]:
-    """Copies of the ``k`` ``candidates`` (instances over ``n`` snapshot rows) with the highest
-    IoU x score against ``referred`` (IoU > 0 only), scored by that, ids 1, 2, ..."""
+    """Copies of the ``k`` ``candidates`` (instances over ``n`` snapshot rows) ranked as
+    :func:`rank_by_overlap` ranks dense masks (IoU x score against ``referred``), scored by that,
+    ids 1, 2, ...; IoU from point rows, so no (M, N) mask is built for a large map."""
     if k <= 0 or not candidates:
         return []
     mask = np.zeros(n, bool)
     mask[referred.point_indices] = True
     inter = np.array([np.count_nonzero(mask[c.point_indices]) for c in candidates], np.float64)
     union = np.array([c.point_count for c in candidates], np.float64) + referred.point_count - inter
-    iou = inter / np.maximum(union, 1)
-    rank = iou * np.array([c.score for c in candidates], np.float64)
-    order = [j for j in np.argsort(-rank, kind="stable") if iou[j] > 0][:k]
-    return [replace(candidates[j], id=m, score=float(rank[j])) for m, j in enumerate(order, 1)]
+    order, rank = rank_by_iou(inter / np.maximum(union, 1), np.array([c.score for c in candidates]), k)
+    return [replace(candidates[j], id=m, score=float(r)) for m, (j, r) in enumerate(zip(order, rank), 1)]
