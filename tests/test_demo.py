@@ -16,6 +16,7 @@ import pytest
 
 from tests import rosutil
 from tests.test_render import _read_png
+from uniseg3d_ros.tools.demo.annotate import place_labels
 from uniseg3d_ros.tools.demo.figures import ANSWER, TRUTH, FigureMaker, Panel, class_color
 from uniseg3d_ros.tools.demo.main import parse_args
 from uniseg3d_ros.tools.demo.scene import (
@@ -190,6 +191,52 @@ def test_panoptic_prediction_takes_the_colour_of_its_own_class_not_of_the_truth(
     assert _near(legend, chair).any() and _near(legend, tab).any()  # both classes in the legend
     assert class_color("chair").tolist() != class_color("table").tolist()
     assert class_color("Lamp").tolist() == class_color("lamp").tolist()
+
+
+def _overlap(a, b):
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_crowded_labels_are_moved_apart_inside_the_image_and_off_the_click():
+    anchors = [(50.0, 40.0), (52.0, 41.0), (49.0, 40.0), (55.0, 44.0), (195.0, 2.0)]
+    sizes = [(60.0, 14.0), (40.0, 14.0), (70.0, 14.0), (30.0, 14.0), (50.0, 14.0)]
+    star = (60.0, 50.0, 82.0, 72.0)
+    centres = place_labels(anchors, sizes, 200, 120, [star])
+    boxes = [(x - w / 2, y - h / 2, x + w / 2, y + h / 2) for (x, y), (w, h) in zip(centres, sizes)]
+    assert centres[0] == anchors[0]  # the first (most important) stays on its centroid
+    for i, a in enumerate(boxes):
+        assert 0 <= a[0] and a[2] <= 200 and 0 <= a[1] and a[3] <= 120, a  # inside, not cut off
+        assert not _overlap(a, star)
+        assert not any(_overlap(a, b) for b in boxes[i + 1 :])
+    assert centres[4] == (175.0, 7.0)  # at the corner: pushed in, no other reason to move
+    # with no room anywhere, a label keeps its (clamped) centroid instead of vanishing
+    assert place_labels([(5.0, 5.0)] * 2, [(20.0, 10.0)] * 2, 20, 10) == [(10.0, 5.0), (10.0, 5.0)]
+
+
+def test_drawn_labels_of_neighbouring_objects_do_not_cover_each_other():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from uniseg3d_ros.tools.demo.annotate import _draw_labels
+
+    fig = Figure(figsize=(3.0, 2.0), dpi=100)
+    canvas = FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.imshow(np.full((200, 300, 3), 200, np.uint8))
+    ax.set_xlim(-0.5, 299.5)
+    ax.set_ylim(199.5, -0.5)
+    names = ["otherfurniture 0.93", "table 0.90", "chair 0.84", "coffee table 0.88", "sofa 0.95"]
+    color = np.array([200, 30, 30], np.uint8)
+    _draw_labels(ax, [(140.0 + 4 * i, 100.0 + i, n, color) for i, n in enumerate(names)], 300, 200, [])
+    canvas.draw()
+    texts = ax.texts
+    assert [t.get_text() for t in texts] == names
+    boxes = [t.get_bbox_patch().get_window_extent() for t in texts]
+    for i, a in enumerate(boxes):
+        assert a.x0 >= 0 and a.x1 <= 300 and a.y0 >= 0 and a.y1 <= 200  # on the canvas
+        for b in boxes[i + 1 :]:
+            assert not a.overlaps(b), (a, b)
+    assert len(ax.lines) == len(names) - 1  # every moved label has its line back to the centroid
 
 
 def test_cli_help_documents_the_options(capsys):
