@@ -94,7 +94,39 @@ def check_prompt_args(label_set: str, num_clicks: int | None, num_texts: int | N
                          f"got {click_mode!r}/{text_mode!r}")
 
 
-class ScanNetDataset:
+class PromptedScenes:
+    """What both dataset layouts share: the prompt and augmentation settings, the epoch that
+    changes the draws, and the sample assembly (:func:`make_sample`); a subclass reads scene
+    ``index`` (:meth:`_read`) and says how many there are."""
+
+    def _settings(self, augment: bool, num_clicks: int | None, num_texts: int | None, label_set: str,
+                  seed: int, augment_cfg: AugmentConfig | None, vocabulary: list[str] | None,
+                  click_mode: str, text_mode: str, use_pseudo_masks: bool) -> None:
+        check_prompt_args(label_set, num_clicks, num_texts, click_mode, text_mode)
+        self.augment, self.num_clicks, self.num_texts = augment, num_clicks, num_texts
+        self.click_mode, self.text_mode, self.use_pseudo_masks = click_mode, text_mode, use_pseudo_masks
+        self.label_set, self.seed, self.epoch = label_set, seed, 0
+        self.augment_cfg = augment_cfg or AugmentConfig()
+        self.vocabulary = vocabulary
+
+    def set_epoch(self, epoch: int) -> None:
+        """Changes the augmentation/prompt draws (call before each epoch, like DistributedSampler)."""
+        self.epoch = int(epoch)
+
+    def _read(self, index: int) -> tuple[dict, list[dict], str]:
+        """(scene arrays, referring entries, scene id) of scene ``index``."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> SceneSample:
+        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
+        data, referring, scene_id = self._read(index)
+        if not self.use_pseudo_masks:
+            data.pop("pseudo_masks", None)
+        return make_sample(data, referring, self.label_set, rng, self.augment_cfg, self.num_clicks,
+                           self.num_texts, scene_id, self.vocabulary, self.click_mode, self.text_mode)
+
+
+class ScanNetDataset(PromptedScenes):
     """Map-style dataset over ``<root>/<split>/*.npz``; ``ds[i] -> SceneSample``.
 
     ``augment``: training augmentation (:class:`AugmentConfig`) and random prompt sampling;
@@ -109,8 +141,11 @@ class ScanNetDataset:
                  augment_cfg: AugmentConfig | None = None, vocabulary: list[str] | None = None,
                  scenes: list[str] | None = None, click_mode: str = "official",
                  text_mode: str = "per_object", use_pseudo_masks: bool = True) -> None:
-        check_prompt_args(label_set, num_clicks, num_texts, click_mode, text_mode)
-        self.root, self.split, self.use_pseudo_masks = Path(root), split, use_pseudo_masks
+        if vocabulary is None and label_set == "scannet200":
+            vocabulary = list(LABEL_SETS[label_set])
+        self._settings(augment, num_clicks, num_texts, label_set, seed, augment_cfg, vocabulary, click_mode,
+                       text_mode, use_pseudo_masks)
+        self.root, self.split = Path(root), split
         folder = self.root / split
         if not folder.is_dir():
             raise FileNotFoundError(f"processed split folder not found: {folder}")
@@ -121,34 +156,18 @@ class ScanNetDataset:
         if not self.files:
             raise ValueError(f"{folder}: no processed scenes (*.npz)")
         self.referring = read_referring(self.root / f"{split}_referring.json")
-        self.augment, self.num_clicks, self.num_texts = augment, num_clicks, num_texts
-        self.click_mode, self.text_mode = click_mode, text_mode
-        self.label_set, self.seed, self.epoch = label_set, seed, 0
-        self.augment_cfg = augment_cfg or AugmentConfig()
-        self.vocabulary = vocabulary if vocabulary is not None else (
-            list(LABEL_SETS[label_set]) if label_set == "scannet200" else None)
 
     def __len__(self) -> int:
         return len(self.files)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Changes the augmentation/prompt draws (call before each epoch, like DistributedSampler)."""
-        self.epoch = int(epoch)
 
     @property
     def scene_ids(self) -> list[str]:
         return [f.stem for f in self.files]
 
-    def __getitem__(self, index: int) -> SceneSample:
+    def _read(self, index: int) -> tuple[dict, list[dict], str]:
         path = self.files[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
-        data = load_processed(path)
-        if not self.use_pseudo_masks:
-            data.pop("pseudo_masks", None)
-        return make_sample(data, self.referring.get(path.stem, []), self.label_set, rng,
-                           self.augment_cfg, self.num_clicks, self.num_texts, path.stem, self.vocabulary,
-                           self.click_mode, self.text_mode)
+        return load_processed(path), self.referring.get(path.stem, []), path.stem
 
 
-__all__ = ["ScanNetDataset", "collate_scenes", "make_sample", "sample_clicks", "sample_texts",
-           "select_instances"]
+__all__ = ["PromptedScenes", "ScanNetDataset", "collate_scenes", "make_sample", "sample_clicks",
+           "sample_texts", "select_instances"]

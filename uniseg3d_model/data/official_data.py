@@ -41,9 +41,8 @@ import numpy as np
 import torch
 
 from uniseg3d_model.data.augment import AugmentConfig
-from uniseg3d_model.data.dataset import check_prompt_args, make_sample
+from uniseg3d_model.data.dataset import PromptedScenes
 from uniseg3d_model.data.labels import IGNORE_INDEX, IS_THING, NYU40_TO_SCANNET20
-from uniseg3d_model.structures import SceneSample
 
 INFO_FILE = "uniseg3d_infos_{split}.pkl"
 FOLDERS = {"points": "points", "instance": "instance_mask", "semantic": "semantic_mask",
@@ -173,7 +172,7 @@ def read_official_scene(root: str | Path, info: dict) -> tuple[dict[str, np.ndar
     return data, referring
 
 
-class OfficialScanNetDataset:
+class OfficialScanNetDataset(PromptedScenes):
     """``ds[i] -> SceneSample`` over ``<root>/uniseg3d_infos_<split>.pkl`` and its .bin files.
 
     Same arguments and sampling as :class:`.dataset.ScanNetDataset` (ScanNet20 only: the
@@ -185,7 +184,8 @@ class OfficialScanNetDataset:
                  augment_cfg: AugmentConfig | None = None, vocabulary: list[str] | None = None,
                  scenes: list[str] | None = None, click_mode: str = "official",
                  text_mode: str = "per_object", use_pseudo_masks: bool = True) -> None:
-        check_prompt_args(label_set, num_clicks, num_texts, click_mode, text_mode)
+        self._settings(augment, num_clicks, num_texts, label_set, seed, augment_cfg, vocabulary, click_mode,
+                       text_mode, use_pseudo_masks)
         if label_set != "scannet20":
             raise ValueError(f"the official prepared data holds NYU40 labels: label_set must be scannet20, "
                              f"got {label_set!r}")
@@ -196,28 +196,15 @@ class OfficialScanNetDataset:
             self.infos = [i for i in self.infos if scene_id_of(i) in wanted]
         if not self.infos:
             raise ValueError(f"{self.root / INFO_FILE.format(split=split)}: no scenes")
-        self.augment, self.num_clicks, self.num_texts = augment, num_clicks, num_texts
-        self.click_mode, self.text_mode, self.use_pseudo_masks = click_mode, text_mode, use_pseudo_masks
-        self.label_set, self.seed, self.epoch = label_set, seed, 0
-        self.augment_cfg = augment_cfg or AugmentConfig()
-        self.vocabulary = vocabulary
 
     def __len__(self) -> int:
         return len(self.infos)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
 
     @property
     def scene_ids(self) -> list[str]:
         return [scene_id_of(i) for i in self.infos]
 
-    def __getitem__(self, index: int) -> SceneSample:
+    def _read(self, index: int) -> tuple[dict, list[dict], str]:
         info = self.infos[index]
         data, referring = read_official_scene(self.root, info)
-        if not self.use_pseudo_masks:
-            data.pop("pseudo_masks", None)
-        rng = np.random.default_rng([self.seed, self.epoch, index]) if self.augment else None
-        return make_sample(data, referring, self.label_set, rng, self.augment_cfg, self.num_clicks,
-                           self.num_texts, scene_id_of(info), self.vocabulary, self.click_mode,
-                           self.text_mode)
+        return data, referring, scene_id_of(info)
