@@ -38,7 +38,7 @@ setup(
             "uniseg3d_node = uniseg3d_ros.node.node:main",
             "uniseg3d_lifecycle_node = uniseg3d_ros.node.lifecycle:main",
             "uniseg3d_replay = uniseg3d_ros.tools.replay:main",
-            "uniseg3d_demo = uniseg3d_ros.tools.demo.main:main",
+            "uniseg3d_demo = uniseg3d_ros.tools.demo.main:cli",
         ],
     },
 )
