@@ -9,6 +9,7 @@ counters for bad input, and bounded memory under a 30 Hz burst.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -110,12 +111,23 @@ class NodeHarness(rosutil.StatsProbe):
         pubs = {"PoseStamped": self.pose_pub, "Odometry": self.odom_pub}
         pubs.get(type(msg).__name__, self.cloud_pub).publish(msg)
 
-    def clear_map(self):
+    def clear_map(self, timeout=20.0):
+        """Clear until ~/stats shows an empty map: a cloud the previous test resent may still be
+        in flight and land after a clear (the node rightly fuses it), so clear again then."""
         from std_srvs.srv import Trigger
 
-        res = self.call(Trigger, "clear_map", Trigger.Request())
-        assert res.success, res.message
-        self.spin_until(lambda: self.stats.get("map_points", -1) == 0, what="map cleared in ~/stats")
+        deadline = time.monotonic() + timeout
+        while True:
+            res = self.call(Trigger, "clear_map", Trigger.Request())
+            assert res.success, res.message
+            wait = min(3.0, max(deadline - time.monotonic(), 0.5))
+            try:
+                self.spin_until(lambda: self.stats.get("map_points", -1) == 0, what="map cleared in ~/stats",
+                                timeout=wait)
+                return
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
 
     def load_room(self, room):
         """Clear the map and feed the room cloud (map frame) until the node integrated it."""
