@@ -115,6 +115,24 @@ def test_interactive_and_referring_masks_per_prompt():
     assert scores.shape == (2,) and scores[0] > 0.9 and scores[1] < 0.1
 
 
+def test_referring_score_falls_when_the_mask_lies_on_another_class_than_the_sentence_asks():
+    # two sentences whose class heads say "chair": one mask on the chair, one (as clean) on the table
+    out = _output([([3], 2), ([3], 2), ([4, 5], 2)], texts=2, scores=[BIG, BIG, BIG])
+    semantic = np.repeat(np.array([0, 0, 1, 2, 3, 3]), 2)  # per point, as the semantic head says
+    _, plain = postprocess.referring(out, _scene())
+    masks, scores = postprocess.referring(out, _scene(), semantic=semantic)
+    assert np.array_equal(masks[1], _points_of([4, 5]))
+    assert plain[1] > 0.9 and scores[0] > 0.9 and scores[1] < 1e-3  # clean mask, wrong class
+
+    logits = torch.tensor([[0.0, 0.0, np.log(3.0), 0.0, -1e4]])  # chair 0.5, the rest 1/6 each
+    half = np.zeros((1, N), bool)
+    half[0, _points_of([3, 4])] = True  # half chair, half table points
+    agree = postprocess.class_agreement(logits, half, semantic)
+    assert agree[0] == pytest.approx((0.5 + 1 / 6) / 2)
+    unlabelled = postprocess.class_agreement(logits, half, np.full(N, -1))
+    assert unlabelled[0] == 1.0  # no evidence either way: the mask score alone
+
+
 def test_open_vocabulary_uses_scene_vocabulary_names():
     out = _output([([0, 1], 0), ([3], 2)])
     scene = _scene(vocabulary=list(VOCAB))

@@ -12,8 +12,11 @@ Two passes per room:
    referring mIoU / Acc@0.5, open-vocabulary AP over the ScanNet200 names, split into names the
    model was trained on ("seen": its closed-set class names) and the others ("unseen"));
 2. the node's own answers (:class:`uniseg3d_ros.inference.engine.InferenceEngine`, default
-   thresholds): ``~/segment`` objects found at IoU >= 0.5 WITH the right label, and
-   ``~/open_vocab`` on ``--vocabulary``: how many returned instances are mostly wall / floor.
+   thresholds): ``~/segment`` objects found at IoU >= 0.5 WITH the right label,
+   ``~/open_vocab`` on ``--vocabulary``: how many returned instances are mostly wall / floor, and
+   ``~/refer``'s score on the room's sentences answered right (IoU >= 0.5) against the same
+   sentences naming a class the room lacks ("absent"): ``refer_score_separation`` is the share of
+   (right, absent) pairs the score orders right, 1.0 when every absent sentence scores lower.
 """
 
 from __future__ import annotations
@@ -75,10 +78,51 @@ def node_answers(engine: Any, sample: dict[str, np.ndarray], version: int, vocab
             "ov_on_stuff": on_stuff}
 
 
+#: the ScanNet20 thing names a sentence can be re-aimed at ("otherfurniture" is no word)
+ABSENT_WORDS = [c for c in SCANNET20_CLASSES if c not in ("wall", "floor", "otherfurniture")]
+
+
+def sentence_scores(engine: Any, sample: dict[str, np.ndarray], entries: list[dict],
+                    version: int) -> dict[str, list[float]]:
+    """``~/refer`` scores on one fused room: ``right``, its sentences whose answer hits the described
+    object (IoU >= 0.5); ``absent``, each sentence with the object's name replaced by a thing class
+    the room has no instance of (so the map lacks what it asks for)."""
+    snap = SimpleNamespace(points=sample["points"], colors=sample["colors"], version=version)
+    inst, cls = sample["instance"], sample["instance_class"]
+    present = {SCANNET20_CLASSES[c] for c in np.asarray(cls).tolist() if c >= 0}
+    absent = [w for w in ABSENT_WORDS if w not in present]
+    right: list[float] = []
+    swapped: list[float] = []
+    for k, e in enumerate(entries):
+        text = str(e["description"])
+        res = engine.refer(snap, text, 1)
+        if res.success and res.instances:
+            pm = np.zeros(len(inst), bool)
+            pm[res.instances[0].point_indices] = True
+            gt = inst == int(e["instance"])
+            if (pm & gt).sum() / max((pm | gt).sum(), 1) >= 0.5:
+                right.append(float(res.instances[0].score))
+        name = str(e.get("object_name", ""))
+        if absent and name and name in text:
+            res = engine.refer(snap, text.replace(name, absent[k % len(absent)]), 1)
+            swapped.append(float(res.instances[0].score) if res.success and res.instances else 0.0)
+    return {"right": right, "absent": swapped}
+
+
+def separation(right: list[float], absent: list[float]) -> float:
+    """Share of (right, absent) score pairs with the right one higher (ties count half); nan if
+    either list is empty."""
+    if not right or not absent:
+        return math.nan
+    r, a = np.asarray(right)[:, None], np.asarray(absent)[None, :]
+    return float(((r > a).sum() + 0.5 * (r == a).sum()) / (r.size * a.size))
+
+
 def evaluate_fused(checkpoint: str, data: Path, split: str, vocabulary: list[str],
                    max_scenes: int | None = None) -> dict[str, Any]:
     from training.evaluate import evaluate
     from uniseg3d_model.data.scannet import load_processed
+    from uniseg3d_model.data.scanrefer import read_referring
     from uniseg3d_ros.inference.loading import load_engine
 
     engine = load_engine(checkpoint)
@@ -86,6 +130,11 @@ def evaluate_fused(checkpoint: str, data: Path, split: str, vocabulary: list[str
     result = evaluate(model, data, split, max_scenes, progress=False)
     files = sorted((Path(data) / split).glob("*.npz"))[:max_scenes]
     node = [node_answers(engine, load_processed(f), i + 1, vocabulary) for i, f in enumerate(files)]
+    sentences = read_referring(Path(data) / f"{split}_referring.json")
+    said = [sentence_scores(engine, load_processed(f), sentences.get(f.stem, []), i + 1)
+            for i, f in enumerate(files)]
+    right = [x for s in said for x in s["right"]]
+    absent = [x for s in said for x in s["absent"]]
     summary = dict(result["summary"])
     summary["interactive_miou"] = result["interactive"]["miou"]
     summary.update(seen_unseen_ap(result["open_vocabulary"]["per_class"], list(model.cfg.class_names)))
@@ -93,6 +142,10 @@ def evaluate_fused(checkpoint: str, data: Path, split: str, vocabulary: list[str
     summary["segment_found_with_label"] = sum(n["found_with_label"] for n in node) / max(objects, 1)
     summary["open_vocab_on_stuff"] = sum(n["ov_on_stuff"] for n in node)
     summary["open_vocab_instances"] = sum(n["ov_instances"] for n in node)
+    summary["refer_score_right_median"] = float(np.median(right)) if right else math.nan
+    summary["refer_score_absent_median"] = float(np.median(absent)) if absent else math.nan
+    summary["refer_score_separation"] = separation(right, absent)
+    summary["refer_sentences_right"], summary["refer_sentences_absent"] = len(right), len(absent)
     return {"summary": summary, "num_scenes": result["num_scenes"], "per_room_node": node,
             "vocabulary": vocabulary, "full": result}
 
@@ -103,6 +156,9 @@ ROWS = [
     ("Referring mIoU", "referring_miou"), ("Referring Acc@0.5", "referring_acc50"),
     ("Open-vocab AP (all)", "ov_ap"), ("Open-vocab AP seen", "ov_ap_seen"),
     ("Open-vocab AP unseen", "ov_ap_unseen"), ("~/segment found+label", "segment_found_with_label"),
+    ("~/refer score, right", "refer_score_right_median"),
+    ("~/refer score, absent", "refer_score_absent_median"),
+    ("~/refer score separation", "refer_score_separation"),
 ]
 
 

@@ -299,14 +299,40 @@ def interactive(out: DecoderOutput, scene: SceneSample, mask_threshold: float = 
 
 
 def referring(
-    out: DecoderOutput, scene: SceneSample, mask_threshold: float = MASK_THRESHOLD
+    out: DecoderOutput, scene: SceneSample, mask_threshold: float = MASK_THRESHOLD,
+    semantic: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(T, N) bool mask per sentence and (T,) float32 score = predicted IoU x mask score."""
+    """(T, N) bool mask per sentence and (T,) float32 score = predicted IoU x mask score; with the
+    scene's per-point ``semantic`` classes (N,) also x :func:`class_agreement` (does the mask lie
+    on the class the sentence asks for)."""
     sp = _check(out, scene)
     with torch.no_grad():
         pred = out.texts()
         masks = (pred.masks.sigmoid() > mask_threshold)[:, sp].cpu().numpy()
-    return masks, prompt_scores(pred)
+    scores = prompt_scores(pred)
+    if semantic is not None:
+        scores = scores * class_agreement(pred.class_logits, masks, semantic)
+    return masks, scores
+
+
+def class_agreement(class_logits: torch.Tensor, masks: np.ndarray, semantic: np.ndarray) -> np.ndarray:
+    """(P,) float32 in [0, 1]: for each prompted mask, the mean over its points of the probability
+    its query's class head gives to the point's semantic class (``class_logits`` (P, V + 1),
+    softmax over the vocabulary and "no object"; ``masks`` (P, N) bool; ``semantic`` (N,) class
+    per point, -1 none). Sentence and click queries are trained with the referred object's class,
+    so a sentence about a bookshelf whose mask lies on a door scores near 0 even when the mask is
+    clean. Points without a class in the vocabulary are left out; a mask with none of them gets 1."""
+    semantic = np.asarray(semantic)
+    with torch.no_grad():
+        prob = torch.softmax(class_logits.float(), dim=-1).cpu().numpy()
+    vocab = prob.shape[1] - 1
+    out = np.ones(len(masks), dtype=np.float32)
+    for k, mask in enumerate(np.asarray(masks, dtype=bool)):
+        cls = semantic[mask]
+        cls = cls[(cls >= 0) & (cls < vocab)]
+        if len(cls):
+            out[k] = float(np.bincount(cls, minlength=vocab) @ prob[k, :vocab]) / len(cls)
+    return out
 
 
 def prompt_scores(pred: LayerPrediction) -> np.ndarray:

@@ -246,9 +246,9 @@ class InferenceEngine(EntryCache):
 
             base = self._base(prep)
             out, scene = self._prompted(prep, texts=[text.strip()])
-            masks, scores = postprocess.referring(out, scene)
-            mask, score = _np(masks)[0].astype(bool), float(_np(scores)[0])
             semantic = prep.semantic
+            masks, scores = postprocess.referring(out, scene, semantic=semantic)
+            mask, score = _np(masks)[0].astype(bool), float(_np(scores)[0])
             cls = majority_class(semantic, mask)
             label = self.class_names[cls] if 0 <= cls < len(self.class_names) else text.strip()
             best = instance_stats(scene.points, mask[None], np.array([cls]), np.array([score]), [label])

@@ -15,7 +15,9 @@ tiling of a map version is published by one assignment, so ``refer`` / ``open_vo
 ``interactive`` never wait: while another thread re-tiles they answer on the last finished tiling
 (the message says which version) or say at once that the encoding is being rebuilt.
 
-Queries: referring asks every tile and keeps the best-scored mask (its ``top_k`` alternatives: the
+Queries: referring asks every tile and keeps the best-scored mask (the score weighs how well the
+mask's semantic classes agree with the class the sentence's query predicts, which makes tiles
+comparable: ``postprocess.class_agreement``; its ``top_k`` alternatives: the
 merged segment instances that overlap it most); open-vocabulary instances are merged across borders
 like ``segment``'s; each click goes to the tile whose square holds it. ``progress`` callbacks see
 each encoded tile's stages (superpoints, backbone, decoder, postprocess; a callback with a ``tile``
