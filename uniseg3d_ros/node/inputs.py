@@ -4,7 +4,8 @@ count every drop with its cause (``~/stats``); data whose pose may still arrive 
 bounded queue (``PoseWaitQueue``).
 
 The node class (``uniseg3d_ros.node.node.UniSeg3DNode``) provides ``p``, ``active``, ``map``,
-``map_lock``, ``resolver``, ``sync``, ``waiting``, ``_sensor_lock``, ``count`` and ``warn_once``.
+``map_lock``, ``clear_epoch``, ``resolver``, ``sync``, ``waiting``, ``_sensor_lock``, ``count`` and
+``warn_once``.
 """
 
 from __future__ import annotations
@@ -51,10 +52,14 @@ class SensorInputs:
     def _resolve(self, frame_id: str, stamp: float) -> np.ndarray | None:
         return self.resolver.resolve(frame_id, stamp).pose
 
-    def _place(self, frame_id: str, stamp: float, points: np.ndarray, colors: Any, counter: str) -> None:
+    def _place(
+        self, frame_id: str, stamp: float, points: np.ndarray, colors: Any, counter: str, epoch: int
+    ) -> None:
         """Integrate data stamped ``stamp`` in ``frame_id`` once its pose is known. Data whose pose
         may still arrive (pose topic, or TF newer than the data) waits in a small bounded queue
-        (see PoseWaitQueue); data with an empty frame_id is rejected."""
+        (see PoseWaitQueue); data with an empty frame_id is rejected. ``epoch``: the node's clear
+        count when the data arrived (data that arrived before a ``~/clear_map`` is never fused
+        after it)."""
         if not frame_id.strip("/ "):
             self.count("empty_frame_id")
             self.warn_once("empty_frame_id", "data with an empty header.frame_id rejected (frame unknown)")
@@ -63,11 +68,11 @@ class SensorInputs:
             self._release_waiting()
         res = self.resolver.resolve(frame_id, stamp)
         if res.pose is not None:
-            self._integrate(points, colors, res.pose, stamp, counter)
+            self._integrate(points, colors, res.pose, stamp, counter, epoch)
             return
         if res.pending and self.waiting.may_still_come(stamp, self.resolver.buffer.latest_stamp()):
             with self._sensor_lock:
-                dropped = self.waiting.push(frame_id, stamp, (points, colors, stamp, counter))
+                dropped = self.waiting.push(frame_id, stamp, (points, colors, stamp, counter, epoch))
             if dropped is not None:
                 self.count("no_pose")
                 self.warn_once(
@@ -80,8 +85,8 @@ class SensorInputs:
     def _release_waiting(self) -> None:
         with self._sensor_lock:
             ready, expired = self.waiting.release(self._resolve, self.resolver.buffer.latest_stamp())
-        for (points, colors, stamp, counter), pose in ready:
-            self._integrate(points, colors, pose, stamp, counter)
+        for (points, colors, stamp, counter, epoch), pose in ready:
+            self._integrate(points, colors, pose, stamp, counter, epoch)
         if expired:
             self.count("no_pose", len(expired))
             self.warn_once(
@@ -89,13 +94,24 @@ class SensorInputs:
             )
 
     def _integrate(
-        self, points: np.ndarray, colors: np.ndarray | None, pose: np.ndarray, stamp: float, counter: str
+        self,
+        points: np.ndarray,
+        colors: np.ndarray | None,
+        pose: np.ndarray,
+        stamp: float,
+        counter: str,
+        epoch: int,
     ) -> None:
         """Fuse points (N, 3) sensor frame with ``pose`` T_fixed_sensor; count ``counter`` when any point
-        landed in the map, else count the batch dropped with its reason."""
+        landed in the map, else count the batch dropped with its reason. Data that arrived before
+        the latest ``~/clear_map`` (``epoch`` behind the node's) is dropped, counted
+        ``cleared_in_flight``: a clear empties the map of everything received before it."""
         if colors is None:
             colors = np.full(points.shape, 0.5, dtype=np.float32)
         with self.map_lock:
+            if epoch != self.clear_epoch:
+                self.count("cleared_in_flight")
+                return
             fused = self.map.integrate(points, colors, pose, stamp=stamp)
             if fused:
                 self._last_stamp = max(self._last_stamp, stamp)
@@ -119,6 +135,7 @@ class SensorInputs:
             self.count("inactive_dropped")
             return
         self.count("clouds")
+        epoch = self.clear_epoch
         try:
             points, colors = cloud_to_arrays(msg)
         except ValueError as exc:
@@ -126,21 +143,21 @@ class SensorInputs:
             self.warn_once("malformed_cloud", f"malformed PointCloud2 dropped: {exc}")
             return
         if len(points):
-            self._place(
-                msg.header.frame_id, stamp_to_sec(msg.header.stamp), points, colors, "clouds_integrated"
-            )
+            stamp = stamp_to_sec(msg.header.stamp)
+            self._place(msg.header.frame_id, stamp, points, colors, "clouds_integrated", epoch)
 
     def _on_rgbd(self, stream: str, msg: Any) -> None:
         if not self.active:
             self.count("inactive_dropped")
             return
         self.count(f"{stream}_msgs")
+        epoch = self.clear_epoch
         with self._sensor_lock:
             frame = self.sync.add(stream, stamp_to_sec(msg.header.stamp), msg)
         if frame is not None:
-            self._integrate_rgbd(frame)
+            self._integrate_rgbd(frame, epoch)
 
-    def _integrate_rgbd(self, frame: SyncedFrame) -> None:
+    def _integrate_rgbd(self, frame: SyncedFrame, epoch: int) -> None:
         try:
             depth = image_to_array(frame.depth)
             color = image_to_array(frame.color)
@@ -159,4 +176,4 @@ class SensorInputs:
             self.warn_once("malformed_rgbd", f"malformed RGB-D frame dropped: {exc}")
             return
         if len(points):
-            self._place(frame.depth.header.frame_id, frame.stamp, points, colors, "rgbd_integrated")
+            self._place(frame.depth.header.frame_id, frame.stamp, points, colors, "rgbd_integrated", epoch)

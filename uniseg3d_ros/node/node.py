@@ -30,7 +30,7 @@ from geometry_msgs.msg import PointStamped, PoseStamped
 from nav_msgs.msg import Odometry
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
@@ -61,7 +61,7 @@ from uniseg3d_ros.node.map_files import prepare_map_directory
 from uniseg3d_ros.node.markers import build_markers, to_marker_array
 from uniseg3d_ros.node.name_check import find_namesake, fully_qualified_name
 from uniseg3d_ros.node.object_topics import ObjectTracking
-from uniseg3d_ros.node.qos import InputSubscription, input_qos
+from uniseg3d_ros.node.qos import InputSubscription, NodeExecutor, input_qos
 from uniseg3d_ros.node.services import ServiceHandlers
 from uniseg3d_ros.node.tf_listener import make_native_tf_lookup
 from uniseg3d_ros.node.tiling import TilingChoice
@@ -151,6 +151,7 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, SensorInputs, TilingChoice, 
         for path in stale:
             self.get_logger().info(f"removed a temporary map file left by an interrupted save: {path}")
         self._last_stamp = 0.0
+        self.clear_epoch = 0  # ~/clear_map count (under map_lock): data received before a clear is dropped
         self._published_map_version = -1
 
         self.sensor_group = MutuallyExclusiveCallbackGroup()
@@ -364,7 +365,7 @@ def run(make_node: Any, args: list[str] | None = None, started_note: str = "") -
         raise SystemExit(1) from exc
     if started_note:
         node.get_logger().info(started_note)
-    executor = MultiThreadedExecutor(num_threads=6)  # sensor, output, heavy services + light queries
+    executor = NodeExecutor(num_threads=6)  # sensor, output, heavy services + light queries
     executor.add_node(node)
     try:
         executor.spin()

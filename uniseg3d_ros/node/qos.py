@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import InvalidHandle
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.qos_overriding_options import QoSOverridingOptions
 
@@ -55,6 +57,23 @@ def resolve_reliability(
     if any(p == ReliabilityPolicy.BEST_EFFORT for p in publishers):
         return ReliabilityPolicy.BEST_EFFORT
     return ReliabilityPolicy.RELIABLE
+
+
+class NodeExecutor(MultiThreadedExecutor):
+    """The node's executor: a MultiThreadedExecutor that skips a waitable destroyed between the
+    wait and its take, as rclpy itself does for subscriptions, services, clients and timers.
+
+    Why: :meth:`InputSubscription.maintain` re-creates a subscription (another callback group's
+    thread) while the executor may hold the old one's QoS event handler (``message_lost``,
+    ``incompatible_qos``) as ready; rclpy then raised ``InvalidHandle`` ("destruction was
+    requested") out of ``spin()`` and the node died (seen once, under load, when a best-effort
+    publisher appeared)."""
+
+    def _take_waitable(self, waitable: Any) -> Any:
+        try:
+            return super()._take_waitable(waitable)
+        except InvalidHandle:
+            return None  # destroyed after the wait: nothing to run
 
 
 class InputSubscription:

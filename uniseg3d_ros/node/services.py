@@ -154,6 +154,7 @@ class ServiceHandlers:
         with self.map_lock:
             n = len(self.map)
             self.map.clear()
+            self.clear_epoch += 1  # sensor data received before this clear is not fused after it
         with self._sensor_lock:
             self.sync.clear()
             self.waiting.clear()
