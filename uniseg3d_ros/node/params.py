@@ -206,55 +206,60 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
 SPECS: dict[str, ParameterSpec] = {s.name: s for s in PARAMETERS}
 
 
+def _default(name: str) -> Any:
+    return SPECS[name].default
+
+
 @dataclass(frozen=True)
 class NodeParams:
-    """Validated parameter values; field names equal the ROS parameter names."""
+    """Validated parameter values; field names equal the ROS parameter names, defaults come from
+    :data:`PARAMETERS` (a field without a spec fails at import)."""
 
-    fixed_frame: str = "map"
-    voxel_size: float = 0.02
-    max_voxels: int = 400000
-    max_range: float = 0.0
-    map_directory: str = "~/.ros/uniseg3d_maps"
-    input_mode: str = "both"
-    cloud_topic: str = "~/cloud"
-    depth_topic: str = "~/depth"
-    color_topic: str = "~/color"
-    camera_info_topic: str = "~/camera_info"
-    pose_topic: str = "~/pose"
-    odom_topic: str = "~/odom"
-    queue_depth: int = 5
-    min_depth: float = 0.1
-    max_depth: float = 6.0
-    depth_stride: int = 2
-    sync_tolerance: float = 0.02
-    sync_buffer: int = 10
-    pose_source: str = "auto"
-    sensor_frame: str = ""
-    pose_tolerance: float = 0.05
-    pose_buffer: int = 200
-    pose_wait_buffer: int = 5
-    tf_timeout: float = 0.05
-    checkpoint: str = ""
-    device: str = "cpu"
-    text_encoder: str = ""
-    text_encoder_weights: str = ""
-    score_threshold: float = 0.3
-    top_k: int = 1
-    max_instances: int = 100
-    nms: float = 0.5
-    max_click_distance: float = 0.2
-    tile_above: float = 12.0
-    tile_size: float = 6.0
-    tile_overlap: float = 1.0
-    auto_segment_period: float = 0.0
-    map_publish_rate: float = 1.0
-    stats_period: float = 1.0
-    name_check_time: float = 2.0
-    max_marker_points: int = 50000
-    diagnostics_period: float = 1.0
-    clicked_point_topic: str = "clicked_point"
-    objects_min_overlap: float = 0.5
-    objects_retire_after: int = 3
+    fixed_frame: str = _default("fixed_frame")
+    voxel_size: float = _default("voxel_size")
+    max_voxels: int = _default("max_voxels")
+    max_range: float = _default("max_range")
+    map_directory: str = _default("map_directory")
+    input_mode: str = _default("input_mode")
+    cloud_topic: str = _default("cloud_topic")
+    depth_topic: str = _default("depth_topic")
+    color_topic: str = _default("color_topic")
+    camera_info_topic: str = _default("camera_info_topic")
+    pose_topic: str = _default("pose_topic")
+    odom_topic: str = _default("odom_topic")
+    queue_depth: int = _default("queue_depth")
+    min_depth: float = _default("min_depth")
+    max_depth: float = _default("max_depth")
+    depth_stride: int = _default("depth_stride")
+    sync_tolerance: float = _default("sync_tolerance")
+    sync_buffer: int = _default("sync_buffer")
+    pose_source: str = _default("pose_source")
+    sensor_frame: str = _default("sensor_frame")
+    pose_tolerance: float = _default("pose_tolerance")
+    pose_buffer: int = _default("pose_buffer")
+    pose_wait_buffer: int = _default("pose_wait_buffer")
+    tf_timeout: float = _default("tf_timeout")
+    checkpoint: str = _default("checkpoint")
+    device: str = _default("device")
+    text_encoder: str = _default("text_encoder")
+    text_encoder_weights: str = _default("text_encoder_weights")
+    score_threshold: float = _default("score_threshold")
+    top_k: int = _default("top_k")
+    max_instances: int = _default("max_instances")
+    nms: float = _default("nms")
+    max_click_distance: float = _default("max_click_distance")
+    tile_above: float = _default("tile_above")
+    tile_size: float = _default("tile_size")
+    tile_overlap: float = _default("tile_overlap")
+    auto_segment_period: float = _default("auto_segment_period")
+    map_publish_rate: float = _default("map_publish_rate")
+    stats_period: float = _default("stats_period")
+    name_check_time: float = _default("name_check_time")
+    max_marker_points: int = _default("max_marker_points")
+    diagnostics_period: float = _default("diagnostics_period")
+    clicked_point_topic: str = _default("clicked_point_topic")
+    objects_min_overlap: float = _default("objects_min_overlap")
+    objects_retire_after: int = _default("objects_retire_after")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> NodeParams:
@@ -270,6 +275,11 @@ class NodeParams:
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+if [f.name for f in fields(NodeParams)] != list(SPECS):  # one list of names, in one order
+    raise ImportError("NodeParams fields and PARAMETERS disagree: "
+                      f"{sorted(set(SPECS) ^ {f.name for f in fields(NodeParams)})}")
 
 
 def validate(spec: ParameterSpec, value: Any) -> Any:
