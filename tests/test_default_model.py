@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -113,3 +114,10 @@ def test_default_model_on_an_unseen_room_as_the_node_fuses_it(default_model, hel
     assert len(said["right"]) >= 20 and len(said["absent"]) >= 15
     assert np.median(said["right"]) >= 0.6 and np.median(said["absent"]) <= 0.3
     assert separation(said["right"], said["absent"]) >= 0.8
+    # and the answer says so when the mask lies on another class than the sentence asks for (a
+    # kitchen has no bathtub; measured: score 0.000, the mask on the floor)
+    sample = load_processed(room)
+    snap = SimpleNamespace(points=sample["points"], colors=sample["colors"], version=3)
+    res = engine.refer(snap, "this is a white bathtub. it is against the wall.")
+    assert res.success and res.instances[0].score < 0.2, res.message
+    assert "asks for a bathtub" in res.message and "may not hold" in res.message, res.message

@@ -119,10 +119,11 @@ def test_referring_score_falls_when_the_mask_lies_on_another_class_than_the_sent
     # two sentences whose class heads say "chair": one mask on the chair, one (as clean) on the table
     out = _output([([3], 2), ([3], 2), ([4, 5], 2)], texts=2, scores=[BIG, BIG, BIG])
     semantic = np.repeat(np.array([0, 0, 1, 2, 3, 3]), 2)  # per point, as the semantic head says
-    _, plain = postprocess.referring(out, _scene())
-    masks, scores = postprocess.referring(out, _scene(), semantic=semantic)
+    masks, quality = postprocess.referring(out, _scene())
+    scores = quality * postprocess.class_agreement(out.texts().class_logits, masks, semantic)
     assert np.array_equal(masks[1], _points_of([4, 5]))
-    assert plain[1] > 0.9 and scores[0] > 0.9 and scores[1] < 1e-3  # clean mask, wrong class
+    assert quality[1] > 0.9 and scores[0] > 0.9 and scores[1] < 1e-3  # clean mask, wrong class
+    assert postprocess.prompt_classes(out.texts()).tolist() == [2, 2]  # both sentences ask for a chair
 
     logits = torch.tensor([[0.0, 0.0, np.log(3.0), 0.0, -1e4]])  # chair 0.5, the rest 1/6 each
     half = np.zeros((1, N), bool)

@@ -299,20 +299,22 @@ def interactive(out: DecoderOutput, scene: SceneSample, mask_threshold: float = 
 
 
 def referring(
-    out: DecoderOutput, scene: SceneSample, mask_threshold: float = MASK_THRESHOLD,
-    semantic: np.ndarray | None = None,
+    out: DecoderOutput, scene: SceneSample, mask_threshold: float = MASK_THRESHOLD
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(T, N) bool mask per sentence and (T,) float32 score = predicted IoU x mask score; with the
-    scene's per-point ``semantic`` classes (N,) also x :func:`class_agreement` (does the mask lie
-    on the class the sentence asks for)."""
+    """(T, N) bool mask per sentence and (T,) float32 score = predicted IoU x mask score (the
+    node's ``~/refer`` also weighs :func:`class_agreement`)."""
     sp = _check(out, scene)
     with torch.no_grad():
         pred = out.texts()
         masks = (pred.masks.sigmoid() > mask_threshold)[:, sp].cpu().numpy()
-    scores = prompt_scores(pred)
-    if semantic is not None:
-        scores = scores * class_agreement(pred.class_logits, masks, semantic)
-    return masks, scores
+    return masks, prompt_scores(pred)
+
+
+def prompt_classes(pred: LayerPrediction) -> np.ndarray:
+    """(P,) int64: the class each prompted query's class head names (argmax over the vocabulary,
+    "no object" left out)."""
+    with torch.no_grad():
+        return pred.class_logits[:, :-1].argmax(1).cpu().numpy().astype(np.int64)
 
 
 def class_agreement(class_logits: torch.Tensor, masks: np.ndarray, semantic: np.ndarray) -> np.ndarray:

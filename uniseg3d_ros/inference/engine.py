@@ -247,10 +247,13 @@ class InferenceEngine(EntryCache):
             base = self._base(prep)
             out, scene = self._prompted(prep, texts=[text.strip()])
             semantic = prep.semantic
-            masks, scores = postprocess.referring(out, scene, semantic=semantic)
-            mask, score = _np(masks)[0].astype(bool), float(_np(scores)[0])
+            masks, quality = postprocess.referring(out, scene)
+            said = out.texts()  # score = mask quality x agreement of the sentence's class with the mask's
+            agree = float(postprocess.class_agreement(said.class_logits[:1], masks[:1], semantic)[0])
+            mask, score = _np(masks)[0].astype(bool), float(_np(quality)[0]) * agree
             cls = majority_class(semantic, mask)
             label = self.class_names[cls] if 0 <= cls < len(self.class_names) else text.strip()
+            asked = int(postprocess.prompt_classes(said)[0])
             best = instance_stats(scene.points, mask[None], np.array([cls]), np.array([score]), [label])
             if k <= 1:
                 cand = postprocess.InstancePrediction(
@@ -271,6 +274,9 @@ class InferenceEngine(EntryCache):
             )
             insts = [i for i in best + others if i.point_count > 0]
             msg = f"'{text.strip()}' -> {best[0].point_count} points, score {score:.3f}"
+            if agree < 0.5 and asked != cls and 0 <= asked < len(self.class_names):
+                msg += (f"; the sentence asks for a {self.class_names[asked]} but the mask lies mostly on "
+                        f"{label} (class agreement {agree:.2f}): the map may not hold what it describes")
             return QueryResult(True, msg, insts, class_names=list(self.class_names), semantic=semantic)
 
         return self._run(snapshot, "refer", run, light=True)
