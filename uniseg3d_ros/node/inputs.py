@@ -109,12 +109,13 @@ class SensorInputs:
         if colors is None:
             colors = np.full(points.shape, 0.5, dtype=np.float32)
         with self.map_lock:
-            if epoch != self.clear_epoch:
-                self.count("cleared_in_flight")
-                return
-            fused = self.map.integrate(points, colors, pose, stamp=stamp)
+            stale = epoch != self.clear_epoch
+            fused = 0 if stale else self.map.integrate(points, colors, pose, stamp=stamp)
             if fused:
                 self._last_stamp = max(self._last_stamp, stamp)
+        if stale:
+            self.count("cleared_in_flight")
+            return
         if fused:
             self.count(counter)
             return
