@@ -62,6 +62,28 @@ def test_objects_cut_by_tile_borders_come_back_as_one_instance(room):
         np.testing.assert_array_equal(rows, truth[i])
 
 
+def _two_tiles(a_masks, a_classes, b_masks, b_classes):
+    """Tiles (0, 0) rows 0-199 and (1, 0) rows 100-299 (common region: rows 100-199)."""
+    def tile(key, rows, masks, classes):
+        masks = [np.arange(lo, hi, dtype=np.int32) for lo, hi in masks]
+        return TileResult(key, np.arange(*rows, dtype=np.int32), masks, classes, [0.9] * len(masks),
+                          [f"class {c}" for c in classes], np.zeros(rows[1] - rows[0], np.int16))
+    return [tile((0, 0), (0, 200), a_masks, a_classes), tile((1, 0), (100, 300), b_masks, b_classes)]
+
+
+def test_one_region_named_differently_by_two_tiles_merges_a_small_object_inside_a_bigger_one_does_not():
+    # a couch seen as class 5 by one tile, class 3 by the other: 80 of the 100 common rows shared
+    merged = merge_tile_instances(_two_tiles([(50, 180)], [5], [(100, 251)], [3]), 0.5)
+    assert len(merged) == 1
+    rows, cls, _, label = merged[0]
+    np.testing.assert_array_equal(rows, np.arange(50, 251))
+    assert (cls, label) == (3, "class 3")  # the larger part's class
+    # a 20-row chair inside a 200-row table of the other tile: the same class would merge, another not
+    same = merge_tile_instances(_two_tiles([(120, 140)], [3], [(100, 300)], [3]), 0.5)
+    other = merge_tile_instances(_two_tiles([(120, 140)], [2], [(100, 300)], [7]), 0.5)
+    assert len(same) == 1 and len(other) == 2
+
+
 @pytest.fixture(scope="module")
 def tiled():
     torch.manual_seed(0)

@@ -1,9 +1,12 @@
 """Tile layout and border merging of the tiled engine, pure numpy (see inference/tiles.py).
 
 Tiles are squares of ``tile_size`` metres on the xy grid of the map frame; each holds the map
-points within ``overlap`` metres of its square. Two instances of neighbouring tiles with the same
-class merge when they share at least ``merge_fraction`` of the smaller one's points inside the two
-tiles' common region (union-find, so chains across several tiles merge too).
+points within ``overlap`` metres of its square. Two instances of neighbouring tiles merge when,
+inside the two tiles' common region, they share at least ``merge_fraction`` of the smaller one's
+points and have the same class, or, with different classes (each tile saw a part and named it
+differently: a couch as sofa on one side, bed on the other), at least ``merge_fraction`` of the
+LARGER one's points: the same region, not a small object inside a bigger one. Union-find, so
+chains across several tiles merge too; a merged instance takes the class of its largest part.
 
 Rows are int32 (a map holds far fewer than 2^31 voxels): the bookkeeping of a tiled map costs
 about 4 B per row of each tile a voxel belongs to, plus 2 B of per-tile semantic labels.
@@ -111,8 +114,9 @@ def merge_tile_instances(tiles: list[TileResult], merge_fraction: float = 0.5,
             continue
         pairs, shared = np.unique(np.stack([ls[both], lt[both]], 1), axis=0, return_counts=True)
         for (i, j), n in zip(pairs, shared):
-            same = a.classes[i] == b.classes[j]
-            if same and n >= merge_fraction * min(size_s[i], size_t[j]):
+            sizes = (size_s[i], size_t[j])  # each one's points in the common region
+            need = min(sizes) if a.classes[i] == b.classes[j] else max(sizes)
+            if n >= merge_fraction * need:
                 parent[find(index[(s, int(i))])] = find(index[(t, int(j))])
     groups: dict[int, list[tuple[int, int]]] = {}
     for k, tid in enumerate(ids):
