@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -98,26 +97,26 @@ def test_default_model_on_an_unseen_room_as_the_node_fuses_it(default_model, hel
 
     engine = load_engine(str(WEIGHTS / "default.pt"))
     room = next(iter(sorted((held_out_fused / "val").glob("*.npz"))))
-    node = node_answers(engine, load_processed(room), 1, DEMO_VOCABULARY)
+    sample = load_processed(room)  # every query below asks map version 1: one encoding
+    node = node_answers(engine, sample, 1, DEMO_VOCABULARY)
     print(node)
     assert node["ov_on_stuff"] == 0 and node["ov_instances"] >= 1
     assert node["found_with_label"] >= 0.8 * node["objects"], node  # measured: 11 of 13
     # ~/refer's score tells a planner when the map lacks what a sentence asks for: the room's own
     # sentences answered right against the same sentences naming a class the room has none of
     # (measured: 29 right, median 0.76; 21 absent, median 0.16; 88 % of pairs ordered right)
-    from training.evaluate_fused import sentence_scores, separation
+    from training.evaluate_fused import room_snapshot, sentence_scores, separation
     from uniseg3d_model.data.scanrefer import read_referring
 
-    said = sentence_scores(engine, load_processed(room), read_referring(
-        held_out_fused / "val_referring.json")[room.stem], 2)
+    sentences = read_referring(held_out_fused / "val_referring.json")[room.stem]
+    said = sentence_scores(engine, sample, sentences, 1)
     print({k: (len(v), round(float(np.median(v)), 3)) for k, v in said.items()})
     assert len(said["right"]) >= 20 and len(said["absent"]) >= 15
     assert np.median(said["right"]) >= 0.6 and np.median(said["absent"]) <= 0.3
     assert separation(said["right"], said["absent"]) >= 0.8
     # and the answer says so when the mask lies on another class than the sentence asks for (a
     # kitchen has no bathtub; measured: score 0.000, the mask on the floor)
-    sample = load_processed(room)
-    snap = SimpleNamespace(points=sample["points"], colors=sample["colors"], version=3)
-    res = engine.refer(snap, "this is a white bathtub. it is against the wall.")
+    res = engine.refer(room_snapshot(sample, 1), "this is a white bathtub. it is against the wall.")
     assert res.success and res.instances[0].score < 0.2, res.message
     assert "asks for a bathtub" in res.message and "may not hold" in res.message, res.message
+    assert engine.encode_count == 1  # one encoding served every query on the room

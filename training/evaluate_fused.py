@@ -50,9 +50,14 @@ def seen_unseen_ap(per_class: dict[str, dict[str, float]], seen_names: list[str]
     }
 
 
+def room_snapshot(sample: dict[str, np.ndarray], version: int) -> SimpleNamespace:
+    """A fused room as the engine's map snapshot (``version``: the engine caches per version)."""
+    return SimpleNamespace(points=sample["points"], colors=sample["colors"], version=version)
+
+
 def node_answers(engine: Any, sample: dict[str, np.ndarray], version: int, vocabulary: list[str]) -> dict:
     """The node's ``~/segment`` and ``~/open_vocab`` answers on one fused room, scored."""
-    snap = SimpleNamespace(points=sample["points"], colors=sample["colors"], version=version)
+    snap = room_snapshot(sample, version)
     sem, inst = sample["semantic20"], sample["instance"]
     seg = engine.segment(snap)
     cls = sample["instance_class"]
@@ -87,7 +92,7 @@ def sentence_scores(engine: Any, sample: dict[str, np.ndarray], entries: list[di
     """``~/refer`` scores on one fused room: ``right``, its sentences whose answer hits the described
     object (IoU >= 0.5); ``absent``, each sentence with the object's name replaced by a thing class
     the room has no instance of (so the map lacks what it asks for)."""
-    snap = SimpleNamespace(points=sample["points"], colors=sample["colors"], version=version)
+    snap = room_snapshot(sample, version)
     inst, cls = sample["instance"], sample["instance_class"]
     present = {SCANNET20_CLASSES[c] for c in np.asarray(cls).tolist() if c >= 0}
     absent = [w for w in ABSENT_WORDS if w not in present]
@@ -129,10 +134,12 @@ def evaluate_fused(checkpoint: str, data: Path, split: str, vocabulary: list[str
     model = engine.model
     result = evaluate(model, data, split, max_scenes, progress=False)
     files = sorted((Path(data) / split).glob("*.npz"))[:max_scenes]
-    node = [node_answers(engine, load_processed(f), i + 1, vocabulary) for i, f in enumerate(files)]
     sentences = read_referring(Path(data) / f"{split}_referring.json")
-    said = [sentence_scores(engine, load_processed(f), sentences.get(f.stem, []), i + 1)
-            for i, f in enumerate(files)]
+    node, said = [], []
+    for i, f in enumerate(files):  # one read and one encoding per room: both ask map version i + 1
+        sample = load_processed(f)
+        node.append(node_answers(engine, sample, i + 1, vocabulary))
+        said.append(sentence_scores(engine, sample, sentences.get(f.stem, []), i + 1))
     right = [x for s in said for x in s["right"]]
     absent = [x for s in said for x in s["absent"]]
     summary = dict(result["summary"])
