@@ -56,8 +56,13 @@ def test_node_answers_score_the_engine_on_a_fused_room():
               if sample["instance_class"][k] >= 0 and (sample["instance"] == k).sum() >= 100]
     assert got["objects"] == len(things) > 0
     assert 0 <= got["found_with_label"] <= got["objects"]
+    # every object is found with its label, found under another label or missed
+    assert got["found_with_label"] + len(got["mislabelled"]) + len(got["missed"]) == got["objects"]
+    names = set(SCANNET20_CLASSES)
+    assert all(t in names and p in names and t != p for t, p in got["mislabelled"])
+    assert set(got["missed"]) <= names
     assert 0 <= got["ov_on_stuff"] <= got["ov_instances"]
-    assert np.isfinite(list(got.values())).all()
+    assert np.isfinite([v for v in got.values() if not isinstance(v, list)]).all()
 
 
 @pytest.mark.slow  # one fused room, one random-model encode (~20 s)

@@ -12,7 +12,8 @@ Two passes per room:
    referring mIoU / Acc@0.5, open-vocabulary AP over the ScanNet200 names, split into names the
    model was trained on ("seen": its closed-set class names) and the others ("unseen"));
 2. the node's own answers (:class:`uniseg3d_ros.inference.engine.InferenceEngine`, default
-   thresholds): ``~/segment`` objects found at IoU >= 0.5 WITH the right label,
+   thresholds): ``~/segment`` objects found at IoU >= 0.5 WITH the right label (and, per true
+   class, the objects found under another label or not found at all),
    ``~/open_vocab`` on ``--vocabulary``: how many returned instances are mostly wall / floor, and
    ``~/refer``'s score on the room's sentences answered right (IoU >= 0.5) against the same
    sentences naming a class the room lacks ("absent"): ``refer_score_separation`` is the share of
@@ -25,6 +26,7 @@ import argparse
 import json
 import math
 import sys
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -62,25 +64,30 @@ def node_answers(engine: Any, sample: dict[str, np.ndarray], version: int, vocab
     seg = engine.segment(snap)
     cls = sample["instance_class"]
     gt = [(k, inst == k) for k in range(len(cls)) if cls[k] >= 0 and (inst == k).sum() >= 100]
-    found = 0
+    found, mislabelled, missed = 0, [], []
     for k, mask in gt:
         name = SCANNET20_CLASSES[cls[k]]
+        hits = []  # (IoU, label) of every answer instance over this object at IoU >= 0.5
         for p in seg.instances:
-            if p.label != name:
-                continue
             pm = np.zeros(len(mask), bool)
             pm[p.point_indices] = True
-            if (pm & mask).sum() / max((pm | mask).sum(), 1) >= 0.5:
-                found += 1
-                break
+            iou = (pm & mask).sum() / max((pm | mask).sum(), 1)
+            if iou >= 0.5:
+                hits.append((float(iou), p.label))
+        if any(label == name for _, label in hits):
+            found += 1
+        elif hits:
+            mislabelled.append([name, max(hits)[1]])
+        else:
+            missed.append(name)
     ov = engine.open_vocab(snap, vocabulary)
     on_stuff = 0
     for p in ov.instances:
         labels = sem[p.point_indices]
         if len(labels) and np.isin(labels, STUFF).mean() > 0.5:
             on_stuff += 1
-    return {"objects": len(gt), "found_with_label": found, "ov_instances": len(ov.instances),
-            "ov_on_stuff": on_stuff}
+    return {"objects": len(gt), "found_with_label": found, "mislabelled": mislabelled, "missed": missed,
+            "ov_instances": len(ov.instances), "ov_on_stuff": on_stuff}
 
 
 #: the ScanNet20 thing names a sentence can be re-aimed at ("otherfurniture" is no word)
@@ -147,6 +154,10 @@ def evaluate_fused(checkpoint: str, data: Path, split: str, vocabulary: list[str
     summary.update(seen_unseen_ap(result["open_vocabulary"]["per_class"], list(model.cfg.class_names)))
     objects = sum(n["objects"] for n in node)
     summary["segment_found_with_label"] = sum(n["found_with_label"] for n in node) / max(objects, 1)
+    summary["segment_objects"] = objects
+    summary["segment_mislabelled"] = dict(Counter(f"{t} as {p}" for n in node for t, p in n["mislabelled"])
+                                          .most_common())
+    summary["segment_missed"] = dict(Counter(m for n in node for m in n["missed"]).most_common())
     summary["open_vocab_on_stuff"] = sum(n["ov_on_stuff"] for n in node)
     summary["open_vocab_instances"] = sum(n["ov_instances"] for n in node)
     summary["refer_score_right_median"] = float(np.median(right)) if right else math.nan
@@ -177,6 +188,11 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(f"{label:<26}{'-' if v is None or math.isnan(v) else f'{v:.3f}':>8}")
     lines.append(f"{'~/open_vocab on wall/floor':<26}{summary['open_vocab_on_stuff']:>5} of "
                  f"{summary['open_vocab_instances']}")
+    for key, what in (("segment_mislabelled", "found, wrong label"), ("segment_missed", "not found")):
+        counts = summary.get(key) or {}
+        if counts:
+            head = f"~/segment objects {what} ({sum(counts.values())} of {summary['segment_objects']})"
+            lines.append(head + ": " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return "\n".join(lines)
 
 
