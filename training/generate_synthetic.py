@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--spacing", type=float, default=0.04, help="max mesh edge length in metres")
     p.add_argument("--room-types", nargs="+", default=list(ROOM_TYPES), choices=list(ROOM_TYPES),
                    metavar="TYPE", help=f"room types to draw from: {', '.join(ROOM_TYPES)}")
+    p.add_argument("--shelf-books", type=float, default=SceneConfig.shelf_books,
+                   help="probability that a bookshelf compartment holds books (0: empty bookshelves, the "
+                        "rooms as generated before books; the rest of each room is the same either way)")
     p.add_argument("--scanrefer", action="store_true", help="write ScanRefer-style sentences")
     p.add_argument("--sentences-per-object", type=int, default=3)
     p.add_argument("--render-frames", type=int, default=0, help="RGB-D frames per scene (0: none)")
@@ -77,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--seed and --start-index must be >= 0")
     if not 0.0 <= args.val_fraction < 1.0:
         p.error(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if not 0.0 <= args.shelf_books <= 1.0:
+        p.error(f"--shelf-books must be in [0, 1], got {args.shelf_books}")
     if args.fused_frames < 1:
         p.error(f"--fused-frames must be >= 1, got {args.fused_frames}")
     if args.render_frames < 0 or args.sentences_per_object < 1:
@@ -88,7 +93,8 @@ def generate(args: argparse.Namespace) -> dict[str, list[str]]:
     """Write the data set described by ``args``; returns ``{"train": [...], "val": [...]}`` scene ids."""
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    scene_cfg = SceneConfig(spacing=args.spacing, room_types=tuple(args.room_types))
+    scene_cfg = SceneConfig(spacing=args.spacing, room_types=tuple(args.room_types),
+                            shelf_books=args.shelf_books)
     cam_cfg = CameraConfig(width=args.width, height=args.height)
     sent_cfg = SentenceConfig(max_per_object=args.sentences_per_object)
     n_val = math.ceil(args.num_scenes * args.val_fraction) if args.val_fraction > 0 else 0

@@ -9,6 +9,7 @@ scaling the object's base colour (legs and handles are darker). Sizes are in met
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -173,20 +174,45 @@ def file_cabinet(rng: np.random.Generator, spacing: float) -> list[Part]:
     return parts
 
 
-def bookshelf(rng: np.random.Generator, spacing: float) -> list[Part]:
+@dataclass(frozen=True)
+class ShelfFrame:
+    """A bookshelf's carcass (metres, local frame): ``w`` wide, ``d`` deep, ``h`` tall, boards
+    ``t`` thick, ``n_shelves`` boards from the floor up plus the top board."""
+
+    w: float
+    d: float
+    h: float
+    t: float
+    n_shelves: int
+
+    def compartments(self) -> list[tuple[float, float]]:
+        """(floor z, ceiling z) of each space between two boards, bottom up."""
+        z = [(self.h - self.t) * i / self.n_shelves for i in range(self.n_shelves)] + [self.h - self.t]
+        return [(z[i] + self.t, z[i + 1]) for i in range(self.n_shelves)]
+
+
+def shelf_frame(rng: np.random.Generator) -> ShelfFrame:
     w, d, h = _u(rng, 0.7, 1.2), _u(rng, 0.28, 0.4), _u(rng, 1.4, 2.1)
-    t = 0.025
-    n_shelves = int(rng.integers(3, 6))
+    return ShelfFrame(w, d, h, 0.025, int(rng.integers(3, 6)))
+
+
+def shelf_parts(f: ShelfFrame, spacing: float) -> list[Part]:
+    """Two sides, the back (shaded), the top and ``n_shelves`` boards; open at the front (-y)."""
+    w, d, h, t = f.w, f.d, f.h, f.t
     parts = [
         _box((t, d, h), (-w / 2 + t / 2, 0, 0), spacing),
         _box((t, d, h), (w / 2 - t / 2, 0, 0), spacing),
         _box((w - 2 * t, t, h), (0, d / 2 - t / 2, 0), spacing, 0.8),
         _box((w - 2 * t, d - t, t), (0, -t / 2, h - t), spacing),
     ]
-    for i in range(n_shelves):
-        z = (h - t) * i / n_shelves
-        parts.append(_box((w - 2 * t, d - t, t), (0, -t / 2, z), spacing))
+    for i in range(f.n_shelves):
+        parts.append(_box((w - 2 * t, d - t, t), (0, -t / 2, (h - t) * i / f.n_shelves), spacing))
     return parts
+
+
+def bookshelf(rng: np.random.Generator, spacing: float) -> list[Part]:
+    """An empty bookshelf (the layout fills it: :mod:`uniseg3d_model.synthetic.shelf_books`)."""
+    return shelf_parts(shelf_frame(rng), spacing)
 
 
 def refrigerator(rng: np.random.Generator, spacing: float) -> list[Part]:

@@ -10,13 +10,22 @@ reserved space such as the swing area in front of a door), so meshes never inter
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from uniseg3d_model.synthetic.furniture import BUILDERS, Part, curtain, local_mesh, shower_curtain
+from uniseg3d_model.synthetic.furniture import (
+    BUILDERS,
+    Part,
+    curtain,
+    local_mesh,
+    shelf_frame,
+    shelf_parts,
+    shower_curtain,
+)
 from uniseg3d_model.synthetic.geometry import OrientedBox, boxes_overlap
 from uniseg3d_model.synthetic.primitives import rotation_z
+from uniseg3d_model.synthetic.shelf_books import PaintedPart, shelf_books
 
 #: Yaw that turns an object's back (+y local) towards wall k.
 WALL_YAW = (math.pi, -math.pi / 2, 0.0, math.pi / 2)
@@ -78,6 +87,7 @@ class Placed:
     box: OrientedBox
     wall: int = -1  # wall it stands against or hangs on, -1 for none
     support: int = -1  # index in the placed list of the object it stands on, -1 for the floor
+    painted: list[PaintedPart] = field(default_factory=list)  # parts with their own colour, map frame
 
 
 @dataclass
@@ -96,11 +106,17 @@ class Room:
 
 
 class Layout:
-    """Places objects one by one; rejects poses whose boxes overlap earlier ones."""
+    """Places objects one by one; rejects poses whose boxes overlap earlier ones.
+
+    ``shelf_books``: probability that a bookshelf compartment holds books. The books of the k-th
+    placed object are drawn from their own generator, seeded by ``(detail_seed, k)``, never from
+    ``rng``: the rest of the room is the same with or without them.
+    """
 
     def __init__(self, room: Room, rng: np.random.Generator, spacing: float, margin: float = 0.02,
-                 tries: int = 40) -> None:
+                 tries: int = 40, shelf_books: float = 0.0, detail_seed: int = 0) -> None:
         self.room, self.rng, self.spacing, self.margin, self.tries = room, rng, spacing, margin, tries
+        self.shelf_books, self.detail_seed = shelf_books, detail_seed
         self.placed: list[Placed] = []
         self.reserved: list[OrientedBox] = []  # free space to keep (door swing)
 
@@ -121,6 +137,13 @@ class Layout:
         world = v @ rot.T + origin
         center = rot @ ((lo + hi) / 2) + origin
         return Placed(raw, world, f, shade, OrientedBox(center, hi - lo, yaw), wall)
+
+    def _posed(self, painted: list[PaintedPart], parts: list[Part], placed: Placed) -> list[PaintedPart]:
+        """``painted`` (local frame of ``parts``) moved by the pose :meth:`_pose` gave ``placed``."""
+        lo, hi = self._local_extent(parts)
+        rot = rotation_z(placed.box.yaw)
+        origin = placed.box.center - rot @ ((lo + hi) / 2)
+        return [q._replace(vertices=q.vertices @ rot.T + origin) for q in painted]
 
     def _local_extent(self, parts: list[Part]) -> tuple[np.ndarray, np.ndarray]:
         (v, _), _ = local_mesh(parts)
@@ -251,7 +274,8 @@ class Layout:
         elif placement == "shower":
             p = self._shower_curtain()
         else:
-            parts = BUILDERS[raw](self.rng, self.spacing)
+            frame = shelf_frame(self.rng) if raw == "bookshelf" else None
+            parts = shelf_parts(frame, self.spacing) if frame else BUILDERS[raw](self.rng, self.spacing)
             if placement == "wall":
                 p = self._against_wall(parts, raw, 0.0)
             elif placement in ("center", "free"):
@@ -264,6 +288,10 @@ class Layout:
                 p = self._seat(parts, raw, anchors[-1]) if anchors else None
             else:
                 raise ValueError(f"unknown placement {placement!r} for {raw!r}")
+            if p is not None and frame is not None and self.shelf_books > 0:
+                books = shelf_books(frame, np.random.default_rng([self.detail_seed, len(self.placed)]),
+                                    self.spacing, self.shelf_books)
+                p.painted = self._posed(books, parts, p)
         if p is not None:
             self.placed.append(p)
             if raw == "door":  # keep the swing area free
@@ -282,10 +310,12 @@ SUPPORTS: dict[str, tuple[str, ...]] = {
 }
 
 
-def furnish(room: Room, rng: np.random.Generator, spacing: float, clutter: float = 1.0) -> list[Placed]:
+def furnish(room: Room, rng: np.random.Generator, spacing: float, clutter: float = 1.0,
+            shelf_books: float = 0.0, detail_seed: int = 0) -> list[Placed]:
     """Fill ``room`` with the objects of its type (counts drawn per entry), then small objects
-    on tables, desks, counters and low cabinets (``clutter``: mean number per support)."""
-    layout = Layout(room, rng, spacing)
+    on tables, desks, counters and low cabinets (``clutter``: mean number per support).
+    ``shelf_books``, ``detail_seed``: books on bookshelves (:class:`Layout`)."""
+    layout = Layout(room, rng, spacing, shelf_books=shelf_books, detail_seed=detail_seed)
     for raw, lo, hi, placement in ROOM_TYPES[room.room_type]:
         count = int(rng.integers(lo, hi + 1))
         if placement.startswith("seat:"):

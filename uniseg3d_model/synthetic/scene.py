@@ -15,6 +15,7 @@ from uniseg3d_model.synthetic.categories import RAW_CATEGORIES
 from uniseg3d_model.synthetic.geometry import OrientedBox
 from uniseg3d_model.synthetic.layout import ROOM_SIZES, ROOM_TYPES, Placed, Room, furnish
 from uniseg3d_model.synthetic.primitives import grid_quad
+from uniseg3d_model.synthetic.shelf_books import PaintedPart
 
 #: Colour names used in sentences -> RGB.
 PALETTE: dict[str, tuple[int, int, int]] = {
@@ -48,6 +49,9 @@ class SceneConfig:
     wall_height: tuple[float, float] = (2.4, 2.8)
     clutter: float = 1.0  # mean number of small objects (box, lamp, book) per table/desk/counter/cabinet
     unannotated: float = 0.3  # probability that a small object is left unannotated (label 0, no segGroup)
+    # probability that a bookshelf compartment holds books (0: empty bookshelves, the rooms as
+    # generated before books; the rest of a room is the same either way)
+    shelf_books: float = 0.85
 
     def __post_init__(self) -> None:
         if not 0.005 <= self.spacing <= 0.5:
@@ -55,6 +59,8 @@ class SceneConfig:
         if self.clutter < 0 or not 0.0 <= self.unannotated <= 1.0:
             raise ValueError(f"clutter must be >= 0 and unannotated in [0, 1], got {self.clutter}, "
                              f"{self.unannotated}")
+        if not 0.0 <= self.shelf_books <= 1.0:
+            raise ValueError(f"shelf_books must be in [0, 1], got {self.shelf_books}")
         if not 0.0 <= self.surface_noise <= 0.02 or self.color_noise < 0:
             raise ValueError(f"surface_noise must be in [0, 0.02] m and color_noise >= 0, got "
                              f"{self.surface_noise}, {self.color_noise}")
@@ -161,7 +167,7 @@ def generate_scene(seed: int, scene_id: str = "scene0000_00", config: SceneConfi
     room = Room(float(rng.uniform(lx0, lx1)), float(rng.uniform(ly0, ly1)),
                 float(rng.uniform(*cfg.wall_height)), rtype)
     structure = _structure(room, cfg.spacing)
-    placed = structure + furnish(room, rng, cfg.spacing, cfg.clutter)
+    placed = structure + furnish(room, rng, cfg.spacing, cfg.clutter, cfg.shelf_books, int(seed))
     annotated = [p.support < 0 or rng.random() >= cfg.unannotated for p in placed]
     # ScanNet numbers annotated objects 0..K-1; unannotated ones come after them here.
     order = sorted(range(len(placed)), key=lambda i: not annotated[i])  # stable: keeps placement order
@@ -176,22 +182,43 @@ def generate_scene(seed: int, scene_id: str = "scene0000_00", config: SceneConfi
         col = np.clip(rgb * p.shade[:, None] + noise, 0, 255).round().astype(np.uint8)
         cat = RAW_CATEGORIES[p.raw]
         jitter = rng.normal(0.0, cfg.surface_noise, size=p.vertices.shape) if cfg.surface_noise > 0 else 0.0
-        verts.append(p.vertices + jitter)
-        faces.append(p.faces + offset)
-        colors.append(col)
+        ov, of, oc = [p.vertices + jitter], [p.faces], [col]
+        if p.painted:  # own colours and noise from their own generator: `rng` draws as without them
+            ov, of, oc = _add_painted(ov, of, oc, p.painted, np.random.default_rng([int(seed), 2, oid]), cfg)
+        n = sum(len(v) for v in ov)
+        verts.extend(ov)
+        faces.append(np.concatenate(of) + offset)
+        colors.extend(oc)
         labelled = annotated[order[oid]]
-        sem.append(np.full(len(p.vertices), cat.nyu40id if labelled else 0, dtype=np.int64))
-        inst.append(np.full(len(p.vertices), oid, dtype=np.int64))
+        sem.append(np.full(n, cat.nyu40id if labelled else 0, dtype=np.int64))
+        inst.append(np.full(n, oid, dtype=np.int64))
         support = new_id[p.support + len(structure)] if p.support >= 0 else -1
         objects.append(SyntheticObject(oid, p.raw, cat.nyu40id, cname, PALETTE[cname], p.box, p.wall,
                                        support, labelled))
-        offset += len(p.vertices)
+        offset += n
     return SyntheticScene(
         scene_id=scene_id, seed=int(seed), room_type=rtype, room=room,
         vertices=np.concatenate(verts).astype(np.float32), faces=np.concatenate(faces).astype(np.int32),
         colors=np.concatenate(colors), semantic=np.concatenate(sem), instance=np.concatenate(inst),
         objects=objects,
     )
+
+
+def _add_painted(verts: list[np.ndarray], faces: list[np.ndarray], colors: list[np.ndarray],
+                 painted: list[PaintedPart], rng: np.random.Generator, cfg: SceneConfig
+                 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
+    """Append ``painted`` parts (each its own colour) after one object's mesh: faces offset past
+    the vertices already there, the same colour and surface noise as every other vertex."""
+    n = sum(len(v) for v in verts)
+    for q in painted:
+        noise = rng.normal(0.0, cfg.color_noise, size=(len(q.vertices), 3)) if cfg.color_noise > 0 else 0.0
+        rgb = np.array(PALETTE[q.color], dtype=np.float64) * q.shade
+        colors = [*colors, np.clip(rgb + noise, 0, 255).round().astype(np.uint8)]
+        jitter = rng.normal(0.0, cfg.surface_noise, size=q.vertices.shape) if cfg.surface_noise > 0 else 0.0
+        verts = [*verts, q.vertices + jitter]
+        faces = [*faces, q.faces + n]
+        n += len(q.vertices)
+    return verts, faces, colors
 
 
 def _pick_color(rng: np.random.Generator, raw: str) -> str:
