@@ -19,6 +19,8 @@ numba is installed, a tight Python loop otherwise).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 
@@ -189,6 +191,18 @@ def voxel_neighbour_pairs(keys: np.ndarray, radius: float) -> tuple[np.ndarray, 
         a.append(order[hit])
         b.append(order[pos[hit]])
     return np.concatenate(a), np.concatenate(b)
+
+
+def warm_up_segment_points(**kwargs: float | int | None) -> float:
+    """Run :func:`segment_points` (with ``kwargs``, e.g. the engine's settings) on a small generated
+    cloud, so that its numba kernels are compiled before the first real map; returns the seconds."""
+    t0 = time.perf_counter()
+    u, v = (a.ravel() * 0.02 for a in np.meshgrid(np.arange(12), np.arange(12)))
+    zero = np.zeros_like(u)
+    points = np.concatenate([np.column_stack([u, v, zero]), np.column_stack([zero, u, v])])  # floor, wall
+    points = points.astype(np.float32)
+    segment_points(points, np.full_like(points, 0.5), **kwargs)
+    return time.perf_counter() - t0
 
 
 def segment_points(

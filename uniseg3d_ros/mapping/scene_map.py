@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 
@@ -302,6 +303,21 @@ class SceneMap:
             for a in range(3):
                 csum[:, a] = np.bincount(inverse, weights=c[a], minlength=u) * scale
         return keys, counts, psum, csum
+
+    @staticmethod
+    def warm_up() -> float:
+        """Compile the fusion kernels (numba) for what the node passes, float32 points with float32
+        colours or none, on throwaway maps (eviction included), so that the first sensor frame does
+        not wait for the compiler: several seconds on a cold cache, as on the first run after an
+        install or where the package folder is read-only. Returns the seconds it took."""
+        t0 = time.perf_counter()
+        points = np.random.default_rng(0).uniform(0.0, 1.0, (64, 3)).astype(np.float32)
+        for colors in (points.copy(), None):
+            scratch = SceneMap(voxel_size=0.1, max_voxels=32)  # fewer voxels than the cloud fills: evicts
+            for stamp in (0.0, 1.0):
+                scratch.integrate(points, colors, np.eye(4), stamp)
+            scratch.snapshot()
+        return time.perf_counter() - t0
 
     def integrate(
         self,

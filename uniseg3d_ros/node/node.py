@@ -40,6 +40,7 @@ from uniseg3d_msgs.msg import ClassVocabulary
 from uniseg3d_msgs.srv import Interactive, OpenVocab, Refer, SaveMap, Segment
 from visualization_msgs.msg import MarkerArray
 
+from uniseg3d_model.superpoints import warm_up_segment_points
 from uniseg3d_ros.inference.engine import EngineConfig, InferenceEngine, QueryResult
 from uniseg3d_ros.inference.preflight import ModelLoadError, load_engine_checked
 from uniseg3d_ros.mapping.frames import (
@@ -130,6 +131,9 @@ class UniSeg3DNode(ObjectTracking, ServiceHandlers, SensorInputs, TilingChoice, 
         for note in engine.notes:
             log = self.get_logger().warning if note.startswith("NO CHECKPOINT") else self.get_logger().info
             log(note)
+        # compile the numba kernels now, not in the first sensor callback or the first ~/segment
+        took = SceneMap.warm_up() + warm_up_segment_points(**engine.cfg.superpoint_kwargs)
+        self.get_logger().info(f"map fusion and superpoint kernels ready in {took:.1f} s")
         return engine
 
     def build(self) -> None:
