@@ -28,8 +28,9 @@ def _count(stats: dict[str, Any], *keys: str) -> int:
     return sum(int(stats.get(k, 0)) for k in keys)
 
 
-def _send_until(planner: Planner, send: Any, acked: Any, timeout: float, what: str) -> None:
-    """Call ``send()`` and spin until ``acked()``; resend every RESEND_AFTER s (best-effort inputs)."""
+def _send_until(planner: Planner, send: Any, acked: Any, timeout: float, what: str) -> int:
+    """Call ``send()`` and spin until ``acked()``; resend every RESEND_AFTER s (best-effort inputs).
+    Returns how many times it was sent."""
     deadline = time.monotonic() + timeout
     for attempt in range(MAX_SENDS):
         send()
@@ -38,16 +39,19 @@ def _send_until(planner: Planner, send: Any, acked: Any, timeout: float, what: s
             break
         try:
             planner.spin_until(acked, wait, what)
-            return
+            return attempt + 1
         except DemoError:
             if attempt == MAX_SENDS - 1:
                 raise
     raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
-def feed_in_process(planner: Planner, sequence_dir: Path, node_name: str, rate: float, timeout: float) -> int:
+def feed_in_process(
+    planner: Planner, sequence_dir: Path, node_name: str, rate: float, timeout: float
+) -> tuple[int, int]:
     """Publish every frame of ``sequence_dir`` to ``/<node_name>/{pose,color,camera_info,depth}``
-    with a per-frame handshake on ``~/stats``; returns the number of frames sent."""
+    with a per-frame handshake on ``~/stats``; returns (frames sent, frames sent more than once: a
+    frame the node was slow to acknowledge can reach the map twice)."""
     from uniseg3d_ros.tools.replay import Pacer, ReplayPublisher, sequence_events
 
     topics = {
@@ -69,7 +73,7 @@ def feed_in_process(planner: Planner, sequence_dir: Path, node_name: str, rate: 
         # counted its fusion was attempted (a frame without valid depth is skipped, not counted)
         return all(_count(planner.stats, k) >= received0[k] + n for k in streams)
 
-    pacer, frame, sent = Pacer(rate), [], 0
+    pacer, frame, sent, resent = Pacer(rate), [], 0, 0
     for ev in sequence_events(sequence_dir):
         if ev.kind == "pose":
             delay = pacer.delay(ev.stamp, time.monotonic())
@@ -89,15 +93,16 @@ def feed_in_process(planner: Planner, sequence_dir: Path, node_name: str, rate: 
         if ev.kind != "depth":  # a frame is pose, color, info, depth (depth last)
             continue
         sent += 1
-        _send_until(
+        times = _send_until(
             planner,
             lambda f=tuple(frame): [pub.publish(e) for e in f],
             lambda n=sent: received(n),
             timeout,
             f"the node to receive the images of frame {sent}",
         )
+        resent += times > 1
         frame = []
-    return sent
+    return sent, resent
 
 
 def feed_with_replay_tool(

@@ -179,7 +179,12 @@ class Demo:
         self.step(f"node up in {time.perf_counter() - t:.1f} s; model: {self.facts['model']}")
 
     def replay(self, planner: Planner, domain: int) -> None:
-        from uniseg3d_ros.tools.demo.feed import feed_in_process, feed_with_replay_tool, wait_settled
+        from uniseg3d_ros.tools.demo.feed import (
+            RESEND_AFTER,
+            feed_in_process,
+            feed_with_replay_tool,
+            wait_settled,
+        )
 
         a = self.args
         t = time.perf_counter()
@@ -191,15 +196,18 @@ class Demo:
             )
         else:
             self.step(f"replaying {a.frames} frames into the node (up to {a.rate}x, one frame per ack) ...")
-            feed_in_process(planner, seq, NODE_NAME, a.rate, a.timeout)
+            _, resent = feed_in_process(planner, seq, NODE_NAME, a.rate, a.timeout)
+            self.facts["frames_resent"] = resent
         wait_settled(planner, a.timeout)
         s = planner.stats
         fused, points = int(s.get("rgbd_integrated", 0)), int(s.get("map_points", 0))
         causes = {k: v for k, v in s.items() if k in ("no_pose", "malformed_rgbd", "pose_wrong_frame") and v}
         self.facts.update(frames_fused=fused, map_points=points, replay_s=round(time.perf_counter() - t, 1))
+        again = self.facts.get("frames_resent", 0)
         self.step(
             f"replay done: {fused}/{a.frames} frames fused -> {points} map points"
             + (f" (dropped: {causes})" if causes else "")
+            + (f" ({again} sent again after {RESEND_AFTER:.0f} s without acknowledgement)" if again else "")
         )
         if fused == 0 or points == 0:
             raise DemoError(f"no frame reached the map (node counters: {s}); see {self.out / 'node.log'}")

@@ -62,7 +62,9 @@ def format_summary(facts: dict[str, Any], queries: list[Any], runner: Any) -> st
         out.append("            !! checkpoint (uniseg3d_model/weights/default.pt or --checkpoint PATH).")
     out.append(
         f"map         {f.get('map_points')} points (2 cm voxels) fused from {f.get('frames_fused')}/"
-        f"{f.get('frames')} frames, replay {f.get('replay_s')} s, ROS domain {f.get('ros_domain_id')}"
+        f"{f.get('frames')} frames"
+        + (f" ({f['frames_resent']} sent twice, unacknowledged)" if f.get("frames_resent") else "")
+        + f", replay {f.get('replay_s')} s, ROS domain {f.get('ros_domain_id')}"
     )
     seg = getattr(runner, "segment_info", {})
     for q in queries:
