@@ -184,7 +184,7 @@ def generate_scene(seed: int, scene_id: str = "scene0000_00", config: SceneConfi
         jitter = rng.normal(0.0, cfg.surface_noise, size=p.vertices.shape) if cfg.surface_noise > 0 else 0.0
         ov, of, oc = [p.vertices + jitter], [p.faces], [col]
         if p.painted:  # own colours and noise from their own generator: `rng` draws as without them
-            ov, of, oc = _add_painted(ov, of, oc, p.painted, np.random.default_rng([int(seed), 2, oid]), cfg)
+            _add_painted(ov, of, oc, p.painted, np.random.default_rng([int(seed), 2, oid]), cfg)
         n = sum(len(v) for v in ov)
         verts.extend(ov)
         faces.append(np.concatenate(of) + offset)
@@ -205,20 +205,18 @@ def generate_scene(seed: int, scene_id: str = "scene0000_00", config: SceneConfi
 
 
 def _add_painted(verts: list[np.ndarray], faces: list[np.ndarray], colors: list[np.ndarray],
-                 painted: list[PaintedPart], rng: np.random.Generator, cfg: SceneConfig
-                 ) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """Append ``painted`` parts (each its own colour) after one object's mesh: faces offset past
-    the vertices already there, the same colour and surface noise as every other vertex."""
+                 painted: list[PaintedPart], rng: np.random.Generator, cfg: SceneConfig) -> None:
+    """Append ``painted`` parts (each its own colour) to one object's mesh lists, in place: faces
+    offset past the vertices already there, the same colour and surface noise as every other vertex."""
     n = sum(len(v) for v in verts)
     for q in painted:
         noise = rng.normal(0.0, cfg.color_noise, size=(len(q.vertices), 3)) if cfg.color_noise > 0 else 0.0
         rgb = np.array(PALETTE[q.color], dtype=np.float64) * q.shade
-        colors = [*colors, np.clip(rgb + noise, 0, 255).round().astype(np.uint8)]
+        colors.append(np.clip(rgb + noise, 0, 255).round().astype(np.uint8))
         jitter = rng.normal(0.0, cfg.surface_noise, size=q.vertices.shape) if cfg.surface_noise > 0 else 0.0
-        verts = [*verts, q.vertices + jitter]
-        faces = [*faces, q.faces + n]
+        verts.append(q.vertices + jitter)
+        faces.append(q.faces + n)
         n += len(q.vertices)
-    return verts, faces, colors
 
 
 def _pick_color(rng: np.random.Generator, raw: str) -> str:

@@ -63,7 +63,7 @@ def format_summary(facts: dict[str, Any], queries: list[Any], runner: Any) -> st
     out.append(
         f"map         {f.get('map_points')} points (2 cm voxels) fused from {f.get('frames_fused')}/"
         f"{f.get('frames')} frames"
-        + (f" ({f['frames_resent']} sent twice, unacknowledged)" if f.get("frames_resent") else "")
+        + (f" ({f['frames_resent']} sent again, unacknowledged)" if f.get("frames_resent") else "")
         + f", replay {f.get('replay_s')} s, ROS domain {f.get('ros_domain_id')}"
     )
     seg = getattr(runner, "segment_info", {})
